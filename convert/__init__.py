@@ -1,0 +1,12 @@
+"""medlite.convert: quantization and TFLite export of a trained bundle, each variant validated (needs TensorFlow)."""
+
+__all__ = ["convert_bundle", "ConvertOptions"]
+
+
+def __getattr__(name):
+    # Lazy, so that `import medlite.convert` alone does not start TensorFlow.
+    if name in __all__:
+        from medlite.convert import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(name)

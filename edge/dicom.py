@@ -1,0 +1,129 @@
+"""DICOM to display pixels: modality rescale, VOI window or LUT, MONOCHROME1, colour ultrasound, cine frames.
+
+Patient name, ID and birth date are never read into anything medlite returns or
+prints: a DICOM is identified by its file name and SOP Instance UID only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+
+from medlite.edge.contract import Preprocess
+from medlite.edge.errors import InputError
+from medlite.edge.frames import Frame
+
+GREY = ("MONOCHROME1", "MONOCHROME2")
+# pydicom returns these as RGB (YBR_FULL* converted, YBR_RCT/ICT decoded to RGB by the JPEG 2000 codec).
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
+PALETTE = "PALETTE COLOR"
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read_dicom(path: str, pre: Preprocess) -> list[Frame]:
+    """Decode a DICOM file into frames chosen by the contract's frame policy."""
+    ds = _open(path)
+    uid = str(ds.get("SOPInstanceUID", "")) or None
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        sop = getattr(ds.get("SOPClassUID"), "name", None) or ds.get("SOPClassUID", "unknown SOP class")
+        raise InputError(path, f"this DICOM has no pixel data ({sop}, modality {ds.get('Modality', '?')}); "
+                               "it is not an image, so there is nothing to classify")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in GREY + COLOUR + (PALETTE,):
+        raise InputError(path, f"photometric interpretation {photometric or '(missing)'!r} is not supported; "
+                               f"medlite reads {', '.join(GREY + COLOUR + (PALETTE,))}")
+    _check_decoder(ds, path)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    indices = _frame_indices(pre.frames, n_frames, path)
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # decoders raise many types; the file is what is wrong
+        raise InputError(path, f"the pixel data could not be decoded ({type(e).__name__}: {e}); "
+                               "the file may be truncated or corrupt") from None
+    if n_frames == 1:
+        arr = arr[None]
+    frames = []
+    for i in indices:
+        pixels = _to_display(arr[i], ds, photometric, pre)
+        frames.append(Frame(pixels, file=path, frame=i if n_frames > 1 else None, sop_instance_uid=uid))
+    return frames
+
+
+def _open(path: str) -> pydicom.Dataset:
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise InputError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
+    except Exception as e:  # pydicom signals truncation through several exception types
+        raise InputError(path, f"the DICOM could not be parsed ({type(e).__name__}); it is truncated or "
+                               "corrupt: re-export it from the modality or PACS") from None
+    return ds
+
+
+def _check_decoder(ds: pydicom.Dataset, path: str) -> None:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        return  # pydicom assumes implicit little endian, which needs no decoder
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise InputError(path, f"transfer syntax {ts} ({getattr(ts, 'name', 'unknown')}) has no pixel "
+                               "decoder in pydicom; convert the file to an uncompressed syntax") from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        raise InputError(path, f"no decoder installed for {ts.name} ({ts}): install {missing}")
+
+
+def _frame_indices(policy: str | int, n: int, path: str) -> list[int]:
+    if policy == "all":
+        return list(range(n))
+    if policy == "middle":
+        return [n // 2]
+    try:
+        i = int(policy)
+    except (TypeError, ValueError):
+        raise InputError(path, f"frame policy {policy!r} is not 'all', 'middle' or a frame index") from None
+    if not -n <= i < n:
+        raise InputError(path, f"frame {i} asked for, but the file has {n} frame(s)")
+    return [i % n]
+
+
+def _to_display(arr: np.ndarray, ds: pydicom.Dataset, photometric: str, pre: Preprocess) -> np.ndarray:
+    if photometric == PALETTE:
+        rgb = apply_color_lut(arr, ds).astype(np.float32)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return rgb * (255.0 / (2**bits - 1))
+    if photometric in COLOUR:
+        bits = int(ds.get("BitsStored", 8))
+        return arr.astype(np.float32) * (255.0 / (2**bits - 1))
+    values = apply_modality_lut(arr, ds).astype(np.float32)
+    grey = _voi(values, ds, pre.voi)
+    if photometric == "MONOCHROME1" and pre.invert_monochrome1:
+        grey = 255.0 - grey
+    return grey[..., None]
+
+
+def _voi(values: np.ndarray, ds: pydicom.Dataset, policy: str) -> np.ndarray:
+    """Map modality values to 0..255 with the file's VOI LUT or window, else min-max."""
+    if policy == "file" and "VOILUTSequence" in ds:
+        out = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return np.clip(out * (255.0 / (2**bits - 1)), 0, 255)
+    if policy == "file" and "WindowCenter" in ds and "WindowWidth" in ds:
+        center = float(_first(ds.WindowCenter))
+        width = float(_first(ds.WindowWidth))
+        if width >= 1:
+            # DICOM PS3.3 C.11.2.1.2.1, the LINEAR function, onto 0..255.
+            x = (values - (center - 0.5)) / (width - 1) + 0.5
+            return np.clip(x, 0.0, 1.0) * 255.0
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros_like(values)
+    return (values - lo) * (255.0 / (hi - lo))
+
+
+def _first(value):
+    return value[0] if isinstance(value, pydicom.multival.MultiValue) else value

@@ -1,0 +1,79 @@
+"""The accuracy-vs-latency report: report.json (a contract, see DESIGN.md), report.md and report.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from medlite._version import __version__
+
+SCHEMA = 1
+CSV_FIELDS = ("variant", "backend", "threads", "size_bytes", "load_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+              "auc", "sensitivity", "specificity", "accuracy", "threshold", "agreement_with_fp32", "model")
+
+
+def build_report(rows: list[dict], dataset: dict, device: dict) -> dict:
+    return {"schema": SCHEMA, "medlite_version": __version__, "device": device, "dataset": dataset, "rows": rows}
+
+
+def _flat(row: dict) -> dict:
+    m, lat = row["metrics"], row["latency_ms"]
+    return {"variant": row["variant"], "backend": row["backend"], "threads": row["threads"],
+            "size_bytes": row["size_bytes"], "load_ms": row["load_ms"], "p50_ms": lat["p50"], "p90_ms": lat["p90"],
+            "p99_ms": lat["p99"], "mean_ms": lat["mean"], "auc": m.get("auc"), "sensitivity": m.get("sensitivity"),
+            "specificity": m.get("specificity"), "accuracy": m.get("accuracy"), "threshold": m.get("threshold"),
+            "agreement_with_fp32": m.get("agreement_with_fp32"), "model": row["model"]}
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(report: dict) -> str:
+    d, ds = report["device"], report["dataset"]
+    lines = [
+        "# medlite report", "",
+        f"Device: {d.get('cpu')} ({d.get('machine')}, {d.get('cores')} cores), {d.get('os')}; runtime "
+        f"{d.get('runtime')}. Data: {ds.get('name')} {ds.get('split')} split, n={ds.get('n')}.", "",
+        "| variant | backend | threads | size (KiB) | p50 ms | p90 ms | p99 ms | AUC | sensitivity | specificity | "
+        "accuracy | threshold | agreement with fp32 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["rows"]:
+        f = _flat(r)
+        lines.append(
+            f"| {f['variant']} | {f['backend']} | {f['threads'] or 'default'} | {f['size_bytes'] / 1024:.1f} | "
+            f"{f['p50_ms']:.4f} | {f['p90_ms']:.4f} | {f['p99_ms']:.4f} | {_fmt(f['auc'], '.4f')} | "
+            f"{_fmt(f['sensitivity'], '.3f')} | {_fmt(f['specificity'], '.3f')} | {_fmt(f['accuracy'], '.3f')} | "
+            f"{_fmt(f['threshold'], '.4f')} | {_fmt(f['agreement_with_fp32'], '.3f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "md": out / "report.md", "csv": out / "report.csv"}
+    paths["json"].write_text(json.dumps(report, indent=1))
+    paths["md"].write_text(markdown(report))
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        for r in report["rows"]:
+            w.writerow(_flat(r))
+    return paths
+
+
+def rich_table(report: dict):
+    from rich.table import Table
+
+    t = Table(title=f"medlite: {report['dataset'].get('name')} {report['dataset'].get('split')} "
+                    f"(n={report['dataset'].get('n')}) on {report['device'].get('cpu')}")
+    for col in ("variant", "backend", "size KiB", "p50 ms", "p99 ms", "AUC", "sens", "spec", "agree fp32"):
+        t.add_column(col, justify="left" if col in ("variant", "backend") else "right")
+    for r in report["rows"]:
+        f = _flat(r)
+        t.add_row(f["variant"], f["backend"], f"{f['size_bytes'] / 1024:.1f}", f"{f['p50_ms']:.4f}",
+                  f"{f['p99_ms']:.4f}", _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
+                  _fmt(f["specificity"], ".3f"), _fmt(f["agreement_with_fp32"], ".3f"))
+    return t

@@ -1,0 +1,224 @@
+"""The cart runtime: load a medlite .tflite on the best backend present and classify images with it.
+
+Thread safety: a ``Model`` may be shared between threads; each call to the
+interpreter holds the model's lock, so calls are serialised. For parallel
+inference load one ``Model`` per worker (the interpreter is not re-entrant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from medlite.edge import backends
+from medlite.edge.backends import edgetpu
+from medlite.edge.contract import Contract, read_contract
+from medlite.edge.errors import BackendUnavailable, InputError, ModelError
+from medlite.edge.frames import Frame
+from medlite.edge.preprocess import prepare, quantize
+from medlite.edge.readers import read
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One backend tried while loading: whether it ran the model, and why not."""
+
+    backend: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's (or one cine frame's) result, with scores dequantized to probabilities."""
+
+    label: str
+    scores: dict[str, float]
+    positive: bool | None  # the positive class's score meets the contract's threshold (binary models)
+    score: float | None  # the positive class's score
+    threshold: float | None
+    backend: str
+    latency_ms: float  # the interpreter call alone: input in, output out
+    model_sha256: str
+    file: str | None = None
+    frame: int | None = None
+    sop_instance_uid: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Model:
+    """A loaded model; build it with ``load``."""
+
+    def __init__(self, path: str, model_bytes: bytes, contract: Contract, session, attempts: tuple[Attempt, ...],
+                 sha256: str):
+        self.path = path
+        self.contract = contract
+        self.sha256 = sha256
+        self.attempts = attempts
+        self.size_bytes = len(model_bytes)
+        self._session = session
+        self._lock = threading.Lock()
+        self._check_session(contract, session)
+        self._labels = contract.labels
+        self._out_quant = session.output.quant
+        self._in_spec = contract.input
+
+    @property
+    def backend(self) -> str:
+        return self._session.backend
+
+    def _check_session(self, c: Contract, s) -> None:
+        shape = (1, c.input.height, c.input.width, c.input.channels)
+        if tuple(s.input.shape) != shape or s.input.dtype != np.dtype(c.input.dtype):
+            raise ModelError(self.path, f"the contract says input {shape} {c.input.dtype} but the model takes "
+                                        f"{tuple(s.input.shape)} {s.input.dtype}; the file was altered after "
+                                        "conversion")
+        n_out = int(np.prod(s.output.shape))
+        if n_out != len(c.labels):
+            raise ModelError(self.path, f"the model has {n_out} outputs but the contract names "
+                                        f"{len(c.labels)} labels")
+
+    def prepare(self, frame: Frame) -> np.ndarray:
+        """A decoded frame to the exact input tensor (batch 1, model dtype)."""
+        x = prepare(frame.pixels, self.contract.preprocess, self._in_spec, frame.file)
+        return quantize(x[None], self._in_spec)
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """Prepared input to dequantized class scores and the interpreter's latency in ms."""
+        with self._lock:
+            t0 = time.perf_counter()
+            raw = self._session.run(x)
+            dt = time.perf_counter() - t0
+        raw = raw.reshape(-1)
+        if self._out_quant is not None:
+            scale, zero_point = self._out_quant
+            scores = (raw.astype(np.float32) - zero_point) * scale
+        else:
+            scores = raw.astype(np.float32, copy=False)
+        return scores, dt * 1e3
+
+    def decide(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None) -> Prediction:
+        c = self.contract
+        score = positive = None
+        if c.positive_index is not None:
+            score = float(scores[c.positive_index])
+        if score is not None and c.threshold is not None and len(c.labels) == 2:
+            positive = score >= c.threshold
+            label = c.labels[c.positive_index if positive else 1 - c.positive_index]
+        else:
+            label = c.labels[int(np.argmax(scores))]
+        return Prediction(
+            label=label,
+            scores={name: float(s) for name, s in zip(self._labels, scores)},
+            positive=positive,
+            score=score,
+            threshold=c.threshold,
+            backend=self.backend,
+            latency_ms=latency_ms,
+            model_sha256=self.sha256,
+            file=frame.file if frame else None,
+            frame=frame.frame if frame else None,
+            sop_instance_uid=frame.sop_instance_uid if frame else None,
+        )
+
+    def frames(self, source) -> list[Frame]:
+        """Decode a path, array or Frame by the contract's reader policy (frame selection included)."""
+        return read(source, self.contract.preprocess)
+
+    def predict(self, image_or_path) -> Prediction:
+        """Classify one image (path, HxW[xC] array of display values, or Frame)."""
+        frames = self.frames(image_or_path)
+        if len(frames) != 1:
+            raise InputError(frames[0].file, f"holds {len(frames)} frames under the frame policy 'all'; "
+                                             "use predict_many to get one result per frame")
+        return self._predict_frame(frames[0])
+
+    def predict_many(self, images: Iterable) -> Iterator[Prediction]:
+        """One Prediction per image, and per frame for multi-frame DICOMs; bad input raises InputError."""
+        for source in images:
+            for frame in self.frames(source):
+                yield self._predict_frame(frame)
+
+    def _predict_frame(self, frame: Frame) -> Prediction:
+        scores, ms = self.run(self.prepare(frame))
+        return self.decide(scores, ms, frame)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load(model: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+         device: str | None = None) -> Model:
+    """Load a medlite ``.tflite`` on ``backend`` ("auto", "edgetpu", "gpu" or "cpu").
+
+    "auto" tries the Edge TPU (for ``*_edgetpu.tflite``), the GPU, then the CPU,
+    and records in ``Model.attempts`` why each one before the winner was passed
+    over. A named backend that cannot run raises BackendUnavailable with its reason.
+    ``threads`` sets the CPU interpreter's threads (None: LiteRT's default);
+    ``device`` picks an Edge TPU (``usb:0``, ``pci:0``).
+    """
+    path = os.fspath(model)
+    if backend != "auto" and backend not in backends.BY_NAME:
+        raise ValueError(f"backend {backend!r} is not one of auto, {', '.join(backends.NAMES)}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    edgetpu.check_device(device)
+    data = _read_model(path)
+    contract = _contract_for(path, data)
+    chain = backends.CHAIN if backend == "auto" else (backends.BY_NAME[backend],)
+    attempts: list[Attempt] = []
+    for b in chain:
+        target_path, target = path, data
+        if b is edgetpu and not edgetpu.is_edgetpu_model(path):
+            attempts.append(Attempt(b.NAME, False, "the model is not compiled for the Edge TPU "
+                                                   f"(no '{edgetpu.SUFFIX}' file given)"))
+            continue
+        if b is not edgetpu and edgetpu.is_edgetpu_model(path):
+            # An Edge TPU model needs its delegate; other backends run the plain int8 file shipped beside it.
+            target_path = path[: -len(edgetpu.SUFFIX)] + ".tflite"
+            if not os.path.exists(target_path):
+                attempts.append(Attempt(b.NAME, False, f"needs the plain model {target_path} beside the "
+                                                       "Edge TPU one, and it is missing"))
+                continue
+            target = _read_model(target_path)
+        try:
+            session = b.open_model(target, target_path, threads, device)
+        except Exception as e:  # a backend's failure is a reason to try the next, never a crash
+            attempts.append(Attempt(b.NAME, False, f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError)
+                                    else str(e)))
+            continue
+        attempts.append(Attempt(b.NAME, True))
+        return Model(target_path, target, contract, session, tuple(attempts), sha256_bytes(target))
+    if len(attempts) == 1:
+        raise BackendUnavailable(attempts[0].backend, attempts[0].reason)
+    raise BackendUnavailable(backend, "; ".join(f"{a.backend}: {a.reason}" for a in attempts))
+
+
+def _read_model(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ModelError(path, "no such model file") from None
+    except IsADirectoryError:
+        raise ModelError(path, "is a folder; pass a .tflite file") from None
+
+
+def _contract_for(path: str, data: bytes) -> Contract:
+    try:
+        return read_contract(data, path)
+    except ModelError:
+        # edgetpu_compiler may drop metadata; the contract then comes from the plain model beside it.
+        plain = path[: -len(edgetpu.SUFFIX)] + ".tflite"
+        if edgetpu.is_edgetpu_model(path) and os.path.exists(plain):
+            return read_contract(_read_model(plain), plain)
+        raise

@@ -1,0 +1,77 @@
+"""The training recipe: one dataclass, every field commented, loaded from YAML and overridden by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# The family trained when none is named: the best default recipe in benchmarks/RESULTS.md.
+DEFAULT_FAMILY = "small_cnn"
+
+
+@dataclass
+class TrainConfig:
+    model: str = field(default="small_cnn", metadata={"help": 'model family: small_cnn, mobilenet_v2, resnet'})
+    model_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the builder's width options"})
+    image_size: int = field(default=28, metadata={"help": 'input side in pixels; class-folder images are resized to it (npz keeps its own)'})
+    color: str = field(default="grey", metadata={"help": '"grey" or "rgb"; npz sets it from its channels'})
+    epochs: int = field(default=40, metadata={"help": 'upper bound; early stopping usually ends sooner'})
+    batch_size: int = field(default=64, metadata={"help": "images per training step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": 'peak of the cosine schedule (Adam)'})
+    weight_decay: float = field(default=1e-4, metadata={"help": 'L2 on conv and dense kernels'})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    class_weights: str = field(default="balanced", metadata={"help": '"balanced" (inverse class frequency) or "none"'})
+    rotation_deg: float = field(default=10.0, metadata={"help": 'augmentation: random rotation, +/- degrees (anatomy stays upright)'})
+    shift: float = field(default=0.08, metadata={"help": 'augmentation: random shift, fraction of the side'})
+    zoom: float = field(default=0.1, metadata={"help": 'augmentation: random zoom, +/- fraction'})
+    brightness: float = field(default=0.1, metadata={"help": 'augmentation: random brightness, +/- fraction of full scale'})
+    contrast: float = field(default=0.15, metadata={"help": 'augmentation: random contrast, +/- fraction'})
+    horizontal_flip: bool = field(default=False, metadata={"help": 'off: left and right differ in anatomy (heart, situs); on for symmetric tasks'})
+    patience: int = field(default=10, metadata={"help": 'early stopping: epochs without a better validation AUC'})
+    seed: int = field(default=0, metadata={"help": 'fixes weights, shuffling, augmentation and the validation split'})
+    val_fraction: float = field(default=0.1, metadata={"help": 'stratified validation split when the data has none'})
+    operating_point: str = field(default="sensitivity", metadata={"help": '"sensitivity" (reach target_sensitivity) or "youden"'})
+    target_sensitivity: float = field(default=0.95, metadata={"help": 'for operating_point "sensitivity"'})
+    positive_class: str | None = field(default=None, metadata={"help": 'binary sets: the class a "positive" decision means; default the second'})
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    def updated(self, **changes) -> "TrainConfig":
+        unknown = set(changes) - {f.name for f in self.fields()}
+        if unknown:
+            raise ValueError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, family: str | None = None) -> TrainConfig:
+    """A recipe from a YAML file, else the family's default recipe, else the defaults."""
+    if path is not None:
+        text = Path(path).read_text()
+        source = str(path)
+    else:
+        recipe = resources.files("medlite.train") / "recipes" / f"{family or DEFAULT_FAMILY}.yaml"
+        if not recipe.is_file():
+            return TrainConfig(model=family or DEFAULT_FAMILY)
+        text, source = recipe.read_text(), str(recipe)
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a recipe is a mapping of field: value")
+    try:
+        return TrainConfig().updated(**data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def recipe_families() -> list[str]:
+    return sorted(p.name[:-5] for p in (resources.files("medlite.train") / "recipes").iterdir()
+                  if p.name.endswith(".yaml"))

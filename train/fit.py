@@ -1,0 +1,143 @@
+"""Training: class-weighted, anatomy-respecting augmentation, best checkpoint and early stop on validation AUC."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medlite.edge.metrics import ovr_auc, roc_auc
+from medlite.train.config import TrainConfig
+from medlite.train.data import TrainingData
+from medlite.train.models import build
+from medlite.train.tf import keras, tf
+
+LOG_FIELDS = ("epoch", "loss", "accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
+
+
+@dataclass
+class TrainResult:
+    model: "keras.Model"
+    log: list[dict]  # one row per epoch, LOG_FIELDS
+    best_epoch: int
+    seconds: float
+
+
+def positive_index(data: TrainingData, config: TrainConfig) -> int | None:
+    """The positive class of a binary task (the second label unless the recipe names one)."""
+    if len(data.label_names) != 2:
+        return None
+    if config.positive_class is None:
+        return 1
+    if config.positive_class not in data.label_names:
+        raise ValueError(f"positive_class {config.positive_class!r} is not one of {data.label_names}")
+    return data.label_names.index(config.positive_class)
+
+
+def auc_of(y: np.ndarray, probs: np.ndarray, pos: int | None) -> float:
+    return roc_auc(y == pos, probs[:, pos]) if pos is not None else ovr_auc(y, probs)
+
+
+def _augmenter(config: TrainConfig, seed: int):
+    L = keras.layers
+    layers = []
+    if config.horizontal_flip:
+        layers.append(L.RandomFlip("horizontal", seed=seed))
+    if config.rotation_deg:
+        layers.append(L.RandomRotation(config.rotation_deg / 360.0, fill_mode="nearest", seed=seed + 1))
+    if config.shift:
+        layers.append(L.RandomTranslation(config.shift, config.shift, fill_mode="nearest", seed=seed + 2))
+    if config.zoom:
+        layers.append(L.RandomZoom(config.zoom, fill_mode="nearest", seed=seed + 3))
+    if config.contrast:
+        layers.append(L.RandomContrast(config.contrast, seed=seed + 4))
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def _dataset(x, y, n_classes, weights, config: TrainConfig):
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    sw = weights[y].astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, onehot, sw))
+    ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
+    augment = _augmenter(config, config.seed)
+    brightness = config.brightness
+
+    def aug(xb, yb, wb):
+        if augment is not None:
+            xb = augment(xb, training=True)
+        if brightness:
+            xb = xb + tf.random.uniform((tf.shape(xb)[0], 1, 1, 1), -brightness, brightness)
+        return xb, yb, wb
+
+    return ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(y: np.ndarray, n_classes: int, policy: str) -> np.ndarray:
+    if policy == "none":
+        return np.ones(n_classes)
+    if policy != "balanced":
+        raise ValueError(f"class_weights must be 'balanced' or 'none', got {policy!r}")
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return len(y) / (n_classes * np.maximum(counts, 1))
+
+
+def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | None = None,
+          progress=None) -> TrainResult:
+    """Train ``config.model`` on ``data``; the returned model holds the best validation-AUC weights.
+
+    ``progress`` is an optional callable(epoch, epochs, row) for a display.
+    """
+    keras.utils.set_random_seed(config.seed)
+    n_classes = len(data.label_names)
+    pos = positive_index(data, config)
+    tr, va = data.splits["train"], data.splits["val"]
+    model = build(config.model, input_shape=tr.x.shape[1:], num_classes=n_classes, **config.model_options)
+    steps = int(np.ceil(len(tr.x) / config.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * config.epochs,
+                                                      alpha=0.01)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  weighted_metrics=["accuracy"])
+    ds = _dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, config.class_weights), config)
+    yv = np.eye(n_classes, dtype=np.float32)[va.y]
+    # Train AUC is measured on a fixed unaugmented subset, so the log stays cheap on big sets.
+    sub = np.random.default_rng(config.seed).permutation(len(tr.x))[:2000]
+    best = (-1.0, 0, None)
+    log, since_best, t_start = [], 0, time.perf_counter()
+    log_file = open(log_path, "w", newline="") if log_path else None
+    writer = csv.DictWriter(log_file, LOG_FIELDS) if log_file else None
+    if writer:
+        writer.writeheader()
+    try:
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            h = model.fit(ds, epochs=1, verbose=0).history
+            pv = model.predict(va.x, batch_size=512, verbose=0)
+            pt = model.predict(tr.x[sub], batch_size=512, verbose=0)
+            val_loss, val_acc = model.evaluate(va.x, yv, batch_size=512, verbose=0, return_dict=False)
+            row = {
+                "epoch": epoch, "loss": h["loss"][0], "accuracy": h["accuracy"][0],
+                "train_auc": auc_of(tr.y[sub], pt, pos), "val_loss": val_loss, "val_accuracy": val_acc,
+                "val_auc": auc_of(va.y, pv, pos),
+                "lr": float(schedule(model.optimizer.iterations)), "seconds": time.perf_counter() - t0,
+            }
+            log.append(row)
+            if writer:
+                writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+                log_file.flush()
+            if row["val_auc"] > best[0]:
+                best, since_best = (row["val_auc"], epoch, model.get_weights()), 0
+            else:
+                since_best += 1
+            if progress:
+                progress(epoch, config.epochs, row)
+            if since_best >= config.patience:
+                break
+    finally:
+        if log_file:
+            log_file.close()
+    model.set_weights(best[2])
+    return TrainResult(model, log, best[1], time.perf_counter() - t_start)

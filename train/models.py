@@ -1,0 +1,119 @@
+"""The model zoo: small CNNs built only from ops that full-integer TFLite and the Edge TPU run.
+
+Every builder is keyword-only, takes the input shape and number of classes,
+ends in a softmax, and names its layers (the quantization debugger and the
+Edge TPU readiness report speak of layers by name).
+"""
+
+from __future__ import annotations
+
+from medlite.train.tf import keras
+
+L = keras.layers
+
+
+def _conv_bn(x, filters, kernel, stride, name, relu="relu"):
+    x = L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    return L.ReLU(6.0 if relu == "relu6" else None, name=f"{name}_{relu}")(x)
+
+
+def _head(x, num_classes, dropout):
+    if dropout:
+        x = L.Dropout(dropout, name="dropout")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return L.Softmax(name="probs")(x)
+
+
+def small_cnn(*, input_shape, num_classes, width=32, dense=128, dropout=0.3, name="small_cnn"):
+    """Conv/pool blocks, then a dense layer: the classic small classifier for 28-64 px images."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for i, mult in enumerate((1, 2, 4)):
+        x = _conv_bn(x, width * mult, 3, 1, f"block{i + 1}a")
+        x = _conv_bn(x, width * mult, 3, 1, f"block{i + 1}b")
+        x = L.MaxPooling2D(2, name=f"block{i + 1}_pool")(x) if i < 2 else L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(dense, name="dense")(x)
+    x = L.ReLU(name="dense_relu")(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
+
+
+def _make_divisible(v, divisor=8):
+    return max(divisor, int(v + divisor / 2) // divisor * divisor)
+
+
+def _inverted_residual(x, expansion, filters, stride, name):
+    in_ch = x.shape[-1]
+    y = x
+    if expansion != 1:
+        y = _conv_bn(y, in_ch * expansion, 1, 1, f"{name}_expand", "relu6")
+    y = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = L.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = L.ReLU(6.0, name=f"{name}_dw_relu6")(y)
+    y = L.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
+    y = L.BatchNormalization(name=f"{name}_project_bn")(y)
+    if stride == 1 and in_ch == filters:
+        y = L.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+# (expansion, channels, repeats, first stride) of MobileNetV2 (Sandler et al. 2018).
+_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                 (6, 320, 1, 1))
+
+
+def mobilenet_v2(*, input_shape, num_classes, alpha=0.35, dropout=0.2, name="mobilenet_v2"):
+    """MobileNetV2 with width multiplier ``alpha`` (0.35 to 1.0).
+
+    Below 64 px the stem and the first downsampling stage keep stride 1, so a
+    28 px image is not reduced to 1x1 before the last blocks.
+    """
+    if not 0.35 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0.35 and 1.0, got {alpha}")
+    small = min(input_shape[:2]) < 64
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn(inputs, _make_divisible(32 * alpha), 3, 1 if small else 2, "stem", "relu6")
+    for s, (t, c, n, stride) in enumerate(_MOBILENET_V2):
+        if small and s == 1:
+            stride = 1
+        for i in range(n):
+            x = _inverted_residual(x, t, _make_divisible(c * alpha), stride if i == 0 else 1, f"b{s + 1}_{i + 1}")
+    last = 1280 if alpha > 1.0 else 1280 if not small else _make_divisible(1280 * alpha)
+    x = _conv_bn(x, last, 1, 1, "top", "relu6")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
+
+
+def _basic_block(x, filters, stride, name):
+    y = _conv_bn(x, filters, 3, stride, f"{name}_a")
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
+    y = L.BatchNormalization(name=f"{name}_b_bn")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_short_conv")(x)
+        x = L.BatchNormalization(name=f"{name}_short_bn")(x)
+    return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([x, y]))
+
+
+def resnet(*, input_shape, num_classes, width=16, blocks=(2, 2, 2), dropout=0.2, name="resnet"):
+    """A compact ResNet (He et al. 2016, the CIFAR-style 3-stage design) for small grey images."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn(inputs, width, 3, 1, "stem")
+    for s, n in enumerate(blocks):
+        for i in range(n):
+            x = _basic_block(x, width * 2**s, 2 if (i == 0 and s > 0) else 1, f"s{s + 1}_{i + 1}")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
+
+
+FAMILIES = {"small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "resnet": resnet}
+
+
+def build(family: str, *, input_shape, num_classes, **options):
+    """Build a family by name; options are the builder's width options."""
+    if family not in FAMILIES:
+        import difflib
+
+        close = difflib.get_close_matches(family, FAMILIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model family {family!r} (choose from {', '.join(FAMILIES)}){hint}")
+    return FAMILIES[family](input_shape=tuple(input_shape), num_classes=num_classes, **options)

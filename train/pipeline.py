@@ -1,0 +1,49 @@
+"""``medlite train`` end to end: data, model, operating point, bundle."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from medlite._version import __version__
+from medlite.edge.contract import Contract
+from medlite.train.bundle import save_bundle
+from medlite.train.config import TrainConfig
+from medlite.train.data import TrainingData, load_training_data
+from medlite.train.evaluate import evaluate, operating_point_name
+from medlite.train.fit import positive_index, train
+
+
+def load_data_for(source: str, config: TrainConfig, data_dir=None) -> TrainingData:
+    return load_training_data(source, data_dir=data_dir, image_size=config.image_size, color=config.color,
+                              val_fraction=config.val_fraction, seed=config.seed)
+
+
+def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=None, data: TrainingData | None = None,
+                 progress=None) -> tuple[Path, dict]:
+    """Train on ``source`` and write a bundle to ``out``; returns (bundle path, metrics)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = data or load_data_for(source, config, data_dir)
+    t0 = time.perf_counter()
+    result = train(data, config, log_path=out / "train_log.csv", progress=progress)
+    pos = positive_index(data, config)
+    probs = {s: result.model.predict(a.x, batch_size=512, verbose=0) for s, a in data.splits.items()}
+    test = (data.splits["test"].y, probs["test"]) if "test" in data.splits else None
+    threshold, metrics = evaluate((data.splits["val"].y, probs["val"]), test, pos, config, seed=config.seed)
+    info = {
+        "data_source": str(source), "data_name": data.name, "data_sha256": data.sha256,
+        "family": config.model, "parameters": int(result.model.count_params()),
+        "best_epoch": result.best_epoch, "epochs_run": len(result.log),
+        "train_seconds": round(time.perf_counter() - t0, 1), "seed": config.seed,
+        "skipped_files": list(data.skipped),
+    }
+    contract = Contract(
+        input=data.spec, labels=data.label_names, preprocess=data.preprocess, positive_index=pos,
+        threshold=threshold, operating_point=operating_point_name(config) if pos is not None else "argmax",
+        provenance={"medlite_version": __version__, "variant": "keras", "family": config.model,
+                    "training_data": data.name, "training_data_sha256": data.sha256},
+        validation=metrics["validation"],
+    )
+    save_bundle(out, result.model, contract, metrics, config, info)
+    return out, {**metrics, "info": info}
