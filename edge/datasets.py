@@ -113,8 +113,11 @@ def find(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = N
             raise DataError(f"data set {name!r} not found (looked in: {looked}) and the download of the "
                             f"official file failed ({e}). Offline: copy {filename} into one of those places, "
                             "or pass --data /path/to/file.npz or --data-dir DIR, or set MEDLITE_DATA_DIR") from None
-    hint = "" if name in MEDMNIST else f" ({name!r} is not a known MedMNIST name, so nothing was downloaded)"
-    raise DataError(f"data set {str(name_or_path)!r} not found{hint}; looked in: {looked}. Pass --data "
+    if name in MEDMNIST:
+        hint = f" and downloads are off (MEDLITE_OFFLINE=1). Offline: copy {filename} into one of those places, or"
+    else:
+        hint = f" ({name!r} is not a known MedMNIST name, so nothing was downloaded). Otherwise"
+    raise DataError(f"data set {str(name_or_path)!r} not found; looked in: {looked}{hint} pass --data "
                     "/path/to/file.npz or a class folder, --data-dir DIR, or set MEDLITE_DATA_DIR")
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 from medlite.train.tf import keras
 
 L = keras.layers
+# Faster than Keras' 0.99: small medical sets give few steps per epoch, and with 0.99 the moving
+# statistics used at inference lag so far behind early on that every image gets the same score.
+BN_MOMENTUM = 0.9
 
 
 def _conv_bn(x, filters, kernel, stride, name, relu="relu"):
     x = L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return L.ReLU(6.0 if relu == "relu6" else None, name=f"{name}_{relu}")(x)
 
 
@@ -48,10 +51,10 @@ def _inverted_residual(x, expansion, filters, stride, name):
     if expansion != 1:
         y = _conv_bn(y, in_ch * expansion, 1, 1, f"{name}_expand", "relu6")
     y = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
-    y = L.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(y)
     y = L.ReLU(6.0, name=f"{name}_dw_relu6")(y)
     y = L.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
-    y = L.BatchNormalization(name=f"{name}_project_bn")(y)
+    y = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_project_bn")(y)
     if stride == 1 and in_ch == filters:
         y = L.Add(name=f"{name}_add")([x, y])
     return y
@@ -87,10 +90,10 @@ def mobilenet_v2(*, input_shape, num_classes, alpha=0.35, dropout=0.2, name="mob
 def _basic_block(x, filters, stride, name):
     y = _conv_bn(x, filters, 3, stride, f"{name}_a")
     y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
-    y = L.BatchNormalization(name=f"{name}_b_bn")(y)
+    y = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_b_bn")(y)
     if stride != 1 or x.shape[-1] != filters:
         x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_short_conv")(x)
-        x = L.BatchNormalization(name=f"{name}_short_bn")(x)
+        x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_short_bn")(x)
     return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([x, y]))
 
 

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real data beside the checkout, and one real demo run whose models other tests use."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never download: a missing data set must fail with the offline error, not reach the network.
+os.environ["MEDLITE_OFFLINE"] = "1"
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("MEDLITE_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data()
+    if not (d / "pneumoniamnist.npz").exists():
+        pytest.skip(f"real data not found in {d}; set MEDLITE_DATA_DIR to the shared data folder")
+    return d
+
+
+@pytest.fixture(scope="session")
+def dicom_dir(data_dir) -> Path:
+    return data_dir / "dicom"
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory, data_dir):
+    """`medlite demo` end to end on the real data, with few epochs: bundle, fp32 and int8 models, report."""
+    from medlite.cli import main
+
+    out = tmp_path_factory.mktemp("demo")
+    rc = main(["demo", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "3", "--runs", "50"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_model(demo) -> Path:
+    return demo / "models" / "int8.tflite"
+
+
+@pytest.fixture(scope="session")
+def fp32_model(demo) -> Path:
+    return demo / "models" / "fp32.tflite"
+
+
+@pytest.fixture(scope="session")
+def bundle(demo) -> Path:
+    return demo / "bundle"
+
+
+def pydicom_file(name: str) -> str:
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file(name, download=False)

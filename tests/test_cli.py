@@ -1,0 +1,55 @@
+"""The command line, called in-process through main(argv)."""
+
+import pytest
+
+from medlite import __version__
+from medlite.cli import build_parser, main
+
+COMMANDS = ("demo", "train", "convert", "predict", "bench", "env")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"medlite {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert f"usage: medlite {command}" in capsys.readouterr().out
+
+
+def test_train_help_documents_every_recipe_field(capsys):
+    from medlite.train.config import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for f in TrainConfig.fields():
+        if f.name not in ("model", "model_options"):
+            assert "--" + f.name.replace("_", "-") in out
+
+
+def test_missing_data_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEDLITE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rc = main(["train", "--data", "nosuchmnist", "--out", str(tmp_path / "b"), "--epochs", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "medlite train: error:" in err and "nosuchmnist" in err and "Traceback" not in err
+
+
+def test_mistyped_variant_gets_did_you_mean(bundle, tmp_path, capsys):
+    rc = main(["convert", str(bundle), "--variants", "fp32,int9", "--out", str(tmp_path / "m")])
+    assert rc == 2
+    assert "did you mean 'int8'?" in capsys.readouterr().err
+
+
+def test_unknown_command_exits_2():
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["deploy"])
+    assert e.value.code == 2

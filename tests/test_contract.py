@@ -1,0 +1,75 @@
+"""The model contract inside the .tflite: round trip, and refusal of files without one."""
+
+import json
+
+import pytest
+
+from medlite.convert.contract_writer import embed_contract
+from medlite.edge import load, read_contract
+from medlite.edge.contract import Contract, InputSpec
+from medlite.edge.errors import ModelError
+
+
+def test_every_written_model_carries_its_contract(demo):
+    manifest = json.loads((demo / "models" / "manifest.json").read_text())
+    bundle_contract = json.loads((demo / "bundle" / "contract.json").read_text())
+    for e in manifest["variants"]:
+        c = read_contract((demo / "models" / e["file"]).read_bytes())
+        assert c.provenance["variant"] == e["variant"]
+        assert c.provenance["source_model_sha256"] == manifest["source_model_sha256"]
+        assert c.provenance["training_data_sha256"] == manifest["data"]["sha256"]
+        assert c.labels == ("normal", "pneumonia") and c.positive_index == 1
+        assert c.threshold == e["metrics"]["threshold"]
+        assert c.validation["auc"] == e["metrics"]["auc"]
+        assert c.preprocess.color == bundle_contract["preprocess"]["color"]
+    int8 = read_contract((demo / "models" / "int8.tflite").read_bytes())
+    assert int8.input.dtype == "int8" and int8.input.scale > 0 and int8.input.zero_point is not None
+
+
+def test_round_trip_replaces_an_earlier_contract(fp32_model):
+    data = fp32_model.read_bytes()
+    c = read_contract(data)
+    changed = c.replace(threshold=0.123, labels=("a", "b"))
+    again = embed_contract(data, changed)
+    assert read_contract(again) == changed
+    assert len(again) - len(data) < 2000  # replaced, not appended twice
+
+
+def test_model_without_contract_is_refused(fp32_model, tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+    import flatbuffers
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(fp32_model.read_bytes()), 0)
+    m.metadata = [x for x in m.metadata if x.name not in (b"medlite.contract", "medlite.contract")]
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    bare = tmp_path / "plain.tflite"
+    bare.write_bytes(bytes(b.Output()))
+    with pytest.raises(ModelError) as e:
+        load(bare)
+    assert str(bare) in str(e.value) and "has no medlite contract" in str(e.value)
+
+
+def test_truncated_and_foreign_files_are_refused_before_the_runtime(fp32_model, tmp_path):
+    data = fp32_model.read_bytes()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated"):
+        load(cut)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="not a TensorFlow Lite model"):
+        load(junk)
+    with pytest.raises(ModelError, match="no such model file"):
+        load(tmp_path / "missing.tflite")
+
+
+def test_invalid_contract_is_named():
+    d = Contract(input=InputSpec(28, 28, 1), labels=("a", "b")).to_dict()
+    d["input"]["channels"] = 2
+    with pytest.raises(ModelError, match="input channels must be 1 or 3"):
+        Contract.from_dict(d, "m.tflite")
+    d = Contract(input=InputSpec(28, 28, 1), labels=("a", "b")).to_dict()
+    del d["labels"]
+    with pytest.raises(ModelError, match="malformed"):
+        Contract.from_dict(d, "m.tflite")

@@ -1,0 +1,50 @@
+"""The cart has no TensorFlow: medlite.edge and `medlite predict` must not need it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def test_import_edge_does_not_import_tensorflow():
+    code = ("import sys, medlite.edge, medlite.edge.runtime, medlite.edge.dicom, medlite.edge.batch, "
+            "medlite.edge.bench, medlite.edge.env, medlite.cli; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_predict_path_does_not_import_tensorflow(int8_model, data_dir):
+    code = ("import sys; from medlite.cli import main; "
+            f"rc = main(['predict', {str(int8_model)!r}, {str(data_dir / 'images')!r}, '--quiet', '--out', "
+            "'/dev/null']); assert rc == 0, rc; assert 'tensorflow' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+EDGE_PYTHON = os.environ.get("MEDLITE_EDGE_PYTHON")
+needs_edge_venv = pytest.mark.skipif(not EDGE_PYTHON, reason="MEDLITE_EDGE_PYTHON (the cart install made by "
+                                                             "`make test`) is not set")
+
+
+@needs_edge_venv
+def test_cart_install_has_no_tensorflow_and_predicts(int8_model, dicom_dir, tmp_path):
+    run = lambda *a: subprocess.run([EDGE_PYTHON, *a], capture_output=True, text=True)  # noqa: E731
+    r = run("-c", "import importlib.util as u; assert u.find_spec('tensorflow') is None")
+    assert r.returncode == 0, "the cart environment must not have TensorFlow installed"
+    out = tmp_path / "p.jsonl"
+    r = run("-m", "medlite", "predict", str(int8_model), str(dicom_dir), "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4 and all(rec["status"] == "ok" for rec in records)
+    r = run("-m", "medlite", "env", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["backends"]["cpu"]["available"]
+
+
+@needs_edge_venv
+def test_cart_install_train_says_what_to_install():
+    r = subprocess.run([EDGE_PYTHON, "-m", "medlite", "train", "--data", "x", "--out", "y"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2
+    assert "pip install 'medlite[train]'" in r.stderr
+    assert "Traceback" not in r.stderr

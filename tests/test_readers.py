@@ -1,0 +1,197 @@
+"""Readers on the real DICOMs and images, the bad inputs built from them, and privacy."""
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from conftest import pydicom_file
+from medlite.edge import load
+from medlite.edge.contract import Preprocess
+from medlite.edge.errors import InputError
+from medlite.edge.readers import read
+
+US_FILES = ("examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm", "examples_jpeg2k.dcm")
+
+
+def test_every_shared_dicom_decodes(dicom_dir):
+    shapes = {}
+    for f in sorted(dicom_dir.glob("*.dcm")):
+        (frame,) = read(f)
+        assert frame.pixels.dtype == np.float32 and 0 <= frame.pixels.min() and frame.pixels.max() <= 255
+        assert frame.sop_instance_uid
+        shapes[f.name] = frame.pixels.shape
+    assert shapes == {"OBXXXX1A_rle.dcm": (600, 800, 3), "RG1_J2KI.dcm": (1955, 1841, 1),
+                      "US1_UNCR.dcm": (480, 640, 3), "nih_cxr14_dx_nofinding.dcm": (1024, 1024, 1)}
+
+
+def test_monochrome1_is_inverted_so_lungs_are_dark(dicom_dir):
+    """RG1 is a MONOCHROME1 chest CR: after inversion the lung fields must be darker than the mediastinum."""
+    (f,) = read(dicom_dir / "RG1_J2KI.dcm")
+    h, w = f.pixels.shape[:2]
+    lung = f.pixels[h // 3 : h // 2, w // 5 : w // 3].mean()
+    spine = f.pixels[h // 3 : h // 2, w // 2 - 40 : w // 2 + 40].mean()
+    assert lung < spine
+    (raw,) = read(dicom_dir / "RG1_J2KI.dcm", Preprocess(invert_monochrome1=False))
+    assert np.allclose(raw.pixels, 255 - f.pixels)
+
+
+def test_window_from_file_versus_minmax(dicom_dir):
+    ds = pydicom.dcmread(dicom_dir / "RG1_J2KI.dcm")
+    assert "WindowCenter" in ds
+    (win,) = read(dicom_dir / "RG1_J2KI.dcm", Preprocess(voi="file"))
+    (mm,) = read(dicom_dir / "RG1_J2KI.dcm", Preprocess(voi="minmax"))
+    assert not np.allclose(win.pixels, mm.pixels)
+
+
+def test_ct_rescale_is_applied():
+    path = pydicom_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    assert float(ds.RescaleIntercept) != 0 or float(ds.RescaleSlope) != 1 or "WindowCenter" in ds
+    (f,) = read(path)
+    assert f.pixels.shape == (128, 128, 1) and f.pixels.max() > f.pixels.min()
+
+
+def test_cine_frame_policies():
+    path = pydicom_file("examples_ybr_color.dcm")
+    assert [f.frame for f in read(path, Preprocess(frames="all"))] == list(range(30))
+    assert [f.frame for f in read(path)] == [15]
+    assert [f.frame for f in read(path, Preprocess(frames=-1))] == [29]
+    with pytest.raises(InputError, match="frame 40 asked for, but the file has 30"):
+        read(path, Preprocess(frames=40))
+
+
+def test_ybr_is_converted_to_rgb():
+    """YBR_FULL_422 must come out as RGB: a grey pixel has R = G = B, and colour planes differ where colour is."""
+    (f,) = read(pydicom_file("examples_ybr_color.dcm"))
+    (ref,) = read(pydicom_file("examples_rgb_color.dcm"))
+    assert f.pixels.shape[2] == 3 and ref.pixels.shape[2] == 3
+    # Chroma planes stored as-is would put Cb/Cr near 128 everywhere; converted RGB has spread on all channels.
+    assert f.pixels[..., 1].std() > 10 and f.pixels[..., 2].std() > 10
+
+
+@pytest.mark.parametrize("name", US_FILES)
+def test_pydicom_ultrasound_files_predict(int8_model, name):
+    model = load(int8_model)
+    records = list(model.predict_many([pydicom_file(name)]))
+    assert len(records) == 1 and records[0].label in ("normal", "pneumonia")
+
+
+def test_png_and_npy(int8_model, data_dir, tmp_path):
+    model = load(int8_model)
+    png = sorted((data_dir / "images").glob("*.png"))[0]
+    p = model.predict(png)
+    arr = tmp_path / "img.npy"
+    (frame,) = read(png)
+    np.save(arr, frame.pixels[..., 0].astype(np.uint8))
+    assert model.predict(arr).scores == pytest.approx(p.scores)
+
+
+def test_sixteen_bit_tiff(int8_model, data_dir, tmp_path):
+    import cv2
+
+    img = cv2.imread(str(sorted((data_dir / "images").glob("*.png"))[0]), cv2.IMREAD_GRAYSCALE)
+    tif = tmp_path / "x.tif"
+    cv2.imwrite(str(tif), img.astype(np.uint16) * 64)  # 14-bit data in a 16-bit TIFF
+    (f,) = read(tif)
+    assert f.pixels.max() == pytest.approx(255) and f.pixels.shape == (1024, 1024, 1)
+
+
+# Bad inputs, each built from a real file ----------------------------------------------------------------------
+
+
+def _problem(model, path) -> str:
+    with pytest.raises(InputError) as e:
+        model.predict(path)
+    assert str(path) in str(e.value)
+    return e.value.problem
+
+
+def test_truncated_dicom(int8_model, dicom_dir, tmp_path):
+    f = tmp_path / "cut.dcm"
+    f.write_bytes((dicom_dir / "nih_cxr14_dx_nofinding.dcm").read_bytes()[:200_000])
+    problem = _problem(load(int8_model), f)
+    assert "truncated" in problem or "corrupt" in problem
+
+
+def test_random_bytes_with_dicom_preamble(int8_model, tmp_path):
+    f = tmp_path / "fake.dcm"
+    f.write_bytes(b"\x00" * 128 + b"DICM" + np.random.default_rng(0).bytes(4000))
+    problem = _problem(load(int8_model), f)
+    assert "could not be parsed" in problem or "no pixel data" in problem
+
+
+def test_dicom_without_pixel_data(int8_model, dicom_dir, tmp_path):
+    ds = pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    del ds.PixelData
+    f = tmp_path / "nopixels.dcm"
+    ds.save_as(f)
+    assert "has no pixel data" in _problem(load(int8_model), f)
+
+
+def test_non_image_dicom(int8_model, dicom_dir, tmp_path):
+    """A structured report: the real file's header with an SR SOP class and no image."""
+    ds = pydicom.dcmread(dicom_dir / "US1_UNCR.dcm")
+    for kw in ("PixelData", "Rows", "Columns", "PhotometricInterpretation", "SamplesPerPixel"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.Modality = "SR"
+    f = tmp_path / "report.dcm"
+    ds.save_as(f)
+    problem = _problem(load(int8_model), f)
+    assert "no pixel data" in problem and "SR" in problem
+
+
+def test_unsupported_photometric(int8_model, dicom_dir, tmp_path):
+    ds = pydicom.dcmread(dicom_dir / "US1_UNCR.dcm")
+    ds.PhotometricInterpretation = "HSV"
+    f = tmp_path / "hsv.dcm"
+    ds.save_as(f)
+    assert "photometric interpretation 'HSV' is not supported" in _problem(load(int8_model), f)
+
+
+def test_missing_decoder_is_named(int8_model, dicom_dir, monkeypatch):
+    from pydicom.pixels.decoders.base import Decoder
+
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    monkeypatch.setattr(Decoder, "missing_dependencies", property(lambda self: ["pylibjpeg-openjpeg"]))
+    problem = _problem(load(int8_model), dicom_dir / "RG1_J2KI.dcm")
+    assert "no decoder installed for JPEG 2000" in problem and "pylibjpeg-openjpeg" in problem
+
+
+def test_image_too_small(int8_model, dicom_dir, tmp_path):
+    ds = pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    small = ds.pixel_array[:20, :20].copy()
+    ds.Rows, ds.Columns = small.shape
+    ds.PixelData = small.tobytes()
+    f = tmp_path / "small.dcm"
+    ds.save_as(f)
+    assert "smaller than the model's 28x28 input" in _problem(load(int8_model), f)
+
+
+def test_wrong_channel_count(int8_model, data_dir, tmp_path):
+    (frame,) = read(sorted((data_dir / "images").glob("*.png"))[0])
+    f = tmp_path / "two.npy"
+    np.save(f, np.repeat(frame.pixels, 2, axis=2))
+    assert "HxWx1 or HxWx3" in _problem(load(int8_model), f)
+
+
+def test_patient_data_never_appears(int8_model, dicom_dir, tmp_path, capsys):
+    from medlite.cli import main
+
+    ds = pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "PID-998877", "19700101"
+    good = tmp_path / "in" / "a.dcm"
+    good.parent.mkdir()
+    ds.save_as(good)
+    del ds.PixelData
+    ds.save_as(tmp_path / "in" / "b.dcm")
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(int8_model), str(good.parent), "--out", str(out)]) == 1
+    text = out.read_text() + "".join(capsys.readouterr())
+    for secret in ("Doe", "Jane", "PID-998877", "19700101"):
+        assert secret not in text
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert recs[0]["sop_instance_uid"] == str(ds.SOPInstanceUID)

@@ -1,0 +1,170 @@
+"""The runtime: backend chain and fallback reasons, results, thread safety, and `medlite predict`."""
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from medlite.cli import main
+from medlite.edge import BackendUnavailable, load
+from medlite.edge.backends import edgetpu, gpu
+from medlite.edge.preprocess import prepare_batch
+from medlite.edge.readers import read
+
+
+def test_auto_records_why_each_better_backend_was_passed_over(int8_model):
+    model = load(int8_model)
+    assert model.backend == "cpu"
+    reasons = {a.backend: a for a in model.attempts}
+    assert list(reasons) == ["edgetpu", "gpu", "cpu"]
+    assert "not compiled for the Edge TPU" in reasons["edgetpu"].reason
+    ok, why = gpu.is_available(str(int8_model))
+    assert reasons["gpu"].ok == ok and (ok or reasons["gpu"].reason == why)
+    assert reasons["cpu"].ok
+
+
+def test_named_backend_that_cannot_run_raises_with_its_reason(int8_model):
+    ok, why = gpu.is_available(str(int8_model))
+    if ok:
+        pytest.skip("a GPU is available here")
+    with pytest.raises(BackendUnavailable) as e:
+        load(int8_model, backend="gpu")
+    assert e.value.reason == why
+
+
+def test_edgetpu_model_falls_back_to_the_plain_model_beside_it(int8_model, tmp_path):
+    """Through the real delegate loading path: without libedgetpu the CPU runs the plain int8 file."""
+    shutil.copy(int8_model, tmp_path / "m.tflite")
+    shutil.copy(int8_model, tmp_path / "m_edgetpu.tflite")
+    ok, why = edgetpu.is_available()
+    if ok:
+        pytest.skip("an Edge TPU is present")
+    model = load(tmp_path / "m_edgetpu.tflite")
+    assert model.backend in ("gpu", "cpu") and model.path == str(tmp_path / "m.tflite")
+    first = model.attempts[0]
+    assert first.backend == "edgetpu" and not first.ok and first.reason
+    with pytest.raises(BackendUnavailable):
+        load(tmp_path / "m_edgetpu.tflite", backend="edgetpu")
+    (tmp_path / "m.tflite").unlink()
+    with pytest.raises(BackendUnavailable, match="needs the plain model"):
+        load(tmp_path / "m_edgetpu.tflite", backend="cpu")
+
+
+def test_device_syntax_is_checked(int8_model):
+    for good in ("usb", "usb:0", "pci:1", ":0"):
+        edgetpu.check_device(good)
+    with pytest.raises(ValueError, match="usb, usb:N"):
+        load(int8_model, device="firewire")
+
+
+@pytest.mark.gpu
+def test_gpu_runs_the_model_like_the_cpu(fp32_model, data_dir):
+    ok, why = gpu.is_available(str(fp32_model))
+    if not ok:
+        pytest.skip(f"GPU backend unavailable: {why}")
+    img = sorted((data_dir / "images").glob("*.png"))[0]
+    assert load(fp32_model, backend="gpu").predict(img).scores == pytest.approx(
+        load(fp32_model, backend="cpu").predict(img).scores, abs=1e-3)
+
+
+@pytest.mark.edgetpu
+def test_edgetpu_runs(int8_model):
+    ok, why = edgetpu.is_available()
+    if not ok:
+        pytest.skip(f"Edge TPU backend unavailable: {why}")
+    pytest.skip("an Edge TPU is present but no *_edgetpu.tflite was compiled (edgetpu_compiler runs on x86-64)")
+
+
+def test_prediction_record(int8_model, data_dir):
+    model = load(int8_model)
+    p = model.predict(sorted((data_dir / "images").glob("*.png"))[0])
+    assert set(p.scores) == {"normal", "pneumonia"} and sum(p.scores.values()) == pytest.approx(1, abs=0.02)
+    assert p.positive == (p.scores["pneumonia"] >= p.threshold)
+    assert p.label == ("pneumonia" if p.positive else "normal")
+    assert p.backend == "cpu" and p.latency_ms > 0 and p.model_sha256 == model.sha256
+    with pytest.raises(Exception):
+        p.label = "x"  # frozen
+    json.dumps(p.to_dict())
+
+
+def test_training_and_cart_preprocessing_are_identical(int8_model, data_dir):
+    """The npz path used in training and the runtime's path from a decoded image give the same tensor."""
+    from medlite.edge import datasets
+
+    model = load(int8_model)
+    imgs = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:20]
+    train_side = prepare_batch(imgs, model.contract.preprocess, model.contract.input)
+    for i, img in enumerate(imgs):
+        (frame,) = read(img)
+        x = model.prepare(frame)
+        from medlite.edge.preprocess import quantize
+
+        assert np.array_equal(x, quantize(train_side[i : i + 1], model.contract.input))
+
+
+def test_shared_model_is_thread_safe(int8_model, dicom_dir, data_dir):
+    model = load(int8_model)
+    files = sorted(dicom_dir.glob("*.dcm")) + sorted((data_dir / "images").glob("*.png"))
+    expected = {str(f): model.predict(f).scores for f in files}
+    got, errors = {}, []
+
+    def work():
+        try:
+            for _ in range(5):
+                for f in files:
+                    got.setdefault(str(f), []).append(model.predict(f).scores)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for f, scores in got.items():
+        assert len(scores) == 20 and all(s == expected[f] for s in scores)
+
+
+def test_predict_cli_folder_with_bad_files(int8_model, dicom_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in dicom_dir.glob("*.dcm"):
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.dcm").write_bytes((dicom_dir / "US1_UNCR.dcm").read_bytes()[:5000])
+    (folder / "notes.png").write_bytes(b"not a png")
+    out = tmp_path / "out.jsonl"
+    rc = main(["predict", str(int8_model), str(folder), str(tmp_path / "nothing*.dcm"), "--out", str(out)])
+    assert rc == 1
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 7
+    ok = [r for r in recs if r["status"] == "ok"]
+    bad = {r["file"].rsplit("/", 1)[-1]: r["error"] for r in recs if r["status"] == "error"}
+    assert len(ok) == 4 and set(bad) == {"broken.dcm", "notes.png", "nothing*.dcm"}
+    assert "matched no files" in bad["nothing*.dcm"] and "not a readable image" in bad["notes.png"]
+    for r in ok:
+        for key in ("file", "label", "scores", "positive", "backend", "latency_ms", "model_sha256"):
+            assert key in r
+    assert "4 result(s), 3 failure(s)" in capsys.readouterr().err
+
+
+def test_predict_cli_cine_frames_and_exit_codes(int8_model, tmp_path):
+    from conftest import pydicom_file
+
+    out = tmp_path / "cine.jsonl"
+    assert main(["predict", str(int8_model), pydicom_file("examples_ybr_color.dcm"), "--frames", "all",
+                 "--out", str(out), "--quiet"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in recs] == list(range(30))
+    assert main(["predict", str(tmp_path / "missing.tflite"), str(out)]) == 2
+
+
+def test_worker_pool_gives_the_same_records_as_sequential(int8_model, dicom_dir):
+    from medlite.edge import batch
+
+    model = load(int8_model)
+    files = [str(f) for f in sorted(dicom_dir.glob("*.dcm"))] * 3
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "latency_ms"} for r in recs]  # noqa: E731
+    assert strip(batch.run(model, files, workers=2)) == strip(batch.run(model, files, workers=0))
