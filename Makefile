@@ -7,7 +7,7 @@ EDGE_VENV := .venv-edge
 SHARED_DATA := $(abspath ../shared/data)
 export MEDLITE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: demo test venv edge-venv clean
+.PHONY: demo test venv edge-venv arm64-lint arm64-resolve arm64-check clean
 
 # The full kit: training, conversion, report, tests.
 $(VENV)/.installed: pyproject.toml
@@ -29,8 +29,19 @@ edge-venv: $(EDGE_VENV)/.installed
 demo: venv
 	$(VENV)/bin/medlite demo $(DEMO_ARGS)
 
-test: venv edge-venv
+test: venv edge-venv arm64-lint arm64-resolve
 	MEDLITE_EDGE_PYTHON=$(abspath $(EDGE_VENV))/bin/python $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The arm64 cart image, checked without a Docker engine: lint, and a linux/arm64 wheel for every package.
+arm64-lint: venv
+	$(VENV)/bin/hadolint Dockerfile.arm
+
+arm64-resolve: venv
+	$(VENV)/bin/python scripts/arm64/resolve_wheels.py
+
+# medlite predict under arm64 emulation (qemu-user), compared with x86-64; needs root for apt and debootstrap.
+arm64-check: venv
+	$(VENV)/bin/python scripts/arm64/emulated_check.py
+
 clean:
-	rm -rf $(VENV) $(EDGE_VENV) medlite-out
+	rm -rf $(VENV) $(EDGE_VENV) medlite-out build

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from medlite.edge.errors import MedliteError
 from medlite.edge.variants import VARIANTS
 from medlite.train.tf import tf
 
 IO_TYPES = ("int8", "uint8")
+
+
+class ConversionError(MedliteError, RuntimeError):
+    """TensorFlow's converter refused the model; the message names the ops and layers it reported."""
+
+
+def _explain(variant: str, error: Exception) -> str:
+    text = str(error)
+    ops = sorted(set(re.findall(r"'(tfl?\.[A-Za-z0-9_]+)' op", text)))
+    layers = sorted(set(re.findall(r'loc\((?:callsite\()?"([^"@]+)', text)))[:8]
+    first = next((line.strip() for line in text.splitlines() if "error:" in line), text.strip().splitlines()[0]
+                 if text.strip() else type(error).__name__)
+    what = "quantize" if VARIANTS[variant].calibrated or variant == "dynamic" else "convert"
+    parts = [f"TensorFlow's converter could not {what} the model as {variant}"]
+    if ops:
+        parts.append(f"op(s) {', '.join(ops)}")
+    if layers:
+        parts.append(f"at layer(s) {', '.join(layers)}")
+    return "; ".join(parts) + f": {first[:400]}"
 
 
 def representative(images: np.ndarray, n: int, seed: int = 0) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -56,4 +77,7 @@ def convert(model, variant: str, *, calibration: np.ndarray | None = None, n_cal
             c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             c.inference_input_type = tf.int8 if io_type == "int8" else tf.uint8
             c.inference_output_type = c.inference_input_type
-    return bytes(c.convert())
+    try:
+        return bytes(c.convert())
+    except Exception as e:  # the converter raises ConverterError and others; the model is what is wrong
+        raise ConversionError(_explain(variant, e)) from None

@@ -7,6 +7,7 @@ half-written output folder.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -17,17 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from medlite._version import __version__
+from medlite.convert import edgetpu_readiness
 from medlite.convert.contract_writer import embed_contract
 from medlite.convert.export import convert
-from medlite.convert.validate import compare, predict_prepared
+from medlite.convert.finetune import FineTune
+from medlite.convert.validate import compare, decisions, predict_prepared
 from medlite.edge.backends.litert import quantization, runtime
 from medlite.edge.contract import Contract, InputSpec
 from medlite.edge.errors import MedliteError
+from medlite.edge.metrics import choose_threshold, classification_metrics
 from medlite.edge.runtime import sha256_bytes
 from medlite.edge.variants import REFERENCE, VARIANTS
 from medlite.train.bundle import Bundle, load_bundle
 from medlite.train.data import TrainingData
 from medlite.train.pipeline import load_data_for
+
+MAX_AUTO_FLOAT_LAYERS = 8  # --float-layers auto gives up beyond this many float layers
 
 
 class ConvertError(MedliteError, RuntimeError):
@@ -44,6 +50,20 @@ class ConvertOptions:
     force: bool = False  # replace an existing output folder
     data_dir: str | None = None
     seed: int = 0
+    finetune: FineTune = field(default_factory=FineTune)  # QAT and pruning
+    float_layers: str | int = 0  # int8: keep the N worst layers in float, or "auto"
+    layer_report: int = 10  # int8: rows of the per-layer error table kept in the manifest
+
+
+@dataclass
+class _Run:
+    """What validating one converted model gave."""
+
+    blob: bytes
+    threshold: float | None
+    val: dict
+    test: dict | None
+    val_probs: np.ndarray
 
 
 def input_spec_of(tflite: bytes) -> InputSpec:
@@ -52,8 +72,8 @@ def input_spec_of(tflite: bytes) -> InputSpec:
     _, h, w, c = (int(v) for v in d["shape"])
     q = quantization(d)
     dtype = np.dtype(d["dtype"]).name
-    return InputSpec(h, w, c, dtype, q[0] if q and dtype != "float32" else None,
-                     q[1] if q and dtype != "float32" else None)
+    quantized = q is not None and dtype != "float32"
+    return InputSpec(h, w, c, dtype, q[0] if quantized else None, q[1] if quantized else None)
 
 
 def _load_data(bundle: Bundle, data_dir) -> TrainingData:
@@ -78,9 +98,9 @@ def convert_bundle(bundle_path: str | Path, out: str | Path, options: ConvertOpt
     data = _load_data(bundle, options.data_dir)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
-        manifest = _convert_all(bundle, data, staging, options, progress)
+        staging.mkdir(parents=True)
+        manifest = _Converter(bundle, data, staging, options, progress).run()
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (staging / "convert.md").write_text(summary_markdown(manifest))
         if out.exists():
@@ -88,97 +108,169 @@ def convert_bundle(bundle_path: str | Path, out: str | Path, options: ConvertOpt
         staging.rename(out)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ConvertError(f"{out}: writing the models failed ({e.strerror or e}); nothing was left behind"
-                           + (" (the disk is full)" if getattr(e, "errno", None) == 28 else "")) from None
+        full = " (the disk is full)" if getattr(e, "errno", None) == 28 else ""
+        raise ConvertError(f"{out}: writing the models failed{full} ({e.strerror or e}); nothing was left "
+                           "behind") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
 
 
-def _convert_all(bundle: Bundle, data: TrainingData, staging: Path, options: ConvertOptions, progress) -> dict:
-    c0: Contract = bundle.contract
-    cfg = bundle.config
-    pos = c0.positive_index
-    val, test = data.splits["val"], data.splits.get("test")
-    source_sha = bundle.model_sha256
-    wanted = list(dict.fromkeys([REFERENCE, *options.variants]))  # fp32 is always the reference
-    entries, ref = [], None
-    for name in wanted:
-        if progress:
-            progress(name)
+class _Converter:
+    def __init__(self, bundle: Bundle, data: TrainingData, staging: Path, options: ConvertOptions, progress):
+        self.bundle, self.data, self.staging, self.options, self.progress = bundle, data, staging, options, progress
+        self.contract: Contract = bundle.contract
+        self.pos = self.contract.positive_index
+        self.cfg = bundle.config
+        self.source_sha = bundle.model_sha256
+        self.ref = None  # fp32's validation and test probabilities and threshold
+        self.readiness_md: list[str] = []
+
+    def _say(self, text: str):
+        if self.progress:
+            self.progress(text)
+
+    def run(self) -> dict:
+        wanted = list(dict.fromkeys([REFERENCE, *self.options.variants]))  # fp32 is always the reference
+        entries = [self._variant(name) for name in wanted]
+        if self.readiness_md:
+            (self.staging / "edgetpu.md").write_text("# Edge TPU readiness\n\n" + "\n".join(self.readiness_md))
+        c = self.contract
+        return {
+            "medlite_version": __version__, "bundle": str(self.bundle.path), "source_model_sha256": self.source_sha,
+            "data": {"name": self.data.name, "sha256": self.data.sha256}, "max_auc_drop": self.options.max_auc_drop,
+            "operating_point": c.operating_point, "variants": entries,
+        }
+
+    def _variant(self, name: str) -> dict:
+        self._say(name)
+        v, opts = VARIANTS[name], self.options
         t0 = time.perf_counter()
-        model = bundle.model
-        if VARIANTS[name].fine_tuned:
-            from medlite.convert.finetune import fine_tune
+        model = self.bundle.model
+        flags: dict = {"io_type": opts.io_type if v.integer else "float32",
+                       "n_calibration": opts.n_calibration if v.calibrated else 0}
+        extra: dict = {}
+        if v.fine_tuned:
+            from medlite.convert.finetune import fine_tune, sparsity_of
 
-            model = fine_tune(bundle, data, name)
-        tfl = convert(model, name, calibration=data.splits["train"].x, n_calibration=options.n_calibration,
-                      io_type=options.io_type, seed=options.seed)
+            model = fine_tune(self.bundle, self.data, name, opts.finetune)
+            flags.update(finetune_epochs=opts.finetune.epochs, finetune_learning_rate=opts.finetune.learning_rate)
+            if name == "int8-pruned":
+                flags["target_sparsity"] = opts.finetune.sparsity
+                extra["sparsity"] = sparsity_of(model)
+        tfl = convert(model, name, calibration=self.data.splits["train"].x, n_calibration=opts.n_calibration,
+                      io_type=opts.io_type, seed=opts.seed)
         seconds = time.perf_counter() - t0
-        provenance = {**c0.provenance, "medlite_version": __version__, "variant": name,
-                      "source_model_sha256": source_sha}
-        contract = c0.replace(input=input_spec_of(tfl), provenance=provenance)
-        path = staging / f"{name}.tflite"
-        path.write_bytes(embed_contract(tfl, contract))
-        pv = predict_prepared(str(path), val.x)
-        pt = predict_prepared(str(path), test.x) if test is not None else None
-        if ref is None:
-            ref = {"val": pv, "test": pt, "threshold": c0.threshold}
-            ref_threshold = None
-            if pos is not None:
-                from medlite.edge.metrics import choose_threshold
+        run = self._validate(name, tfl)
+        if name == "int8":
+            run, flags, extra = self._int8_layers(model, run, flags, extra)
+        path = self.staging / f"{name}.tflite"
+        path.write_bytes(run.blob)
+        entry = {
+            "variant": name, "file": path.name, "size_bytes": len(run.blob),
+            # TFLite stores zeros as zeros: the gzip size is what pruning actually saves in transfer and storage.
+            "size_gzip_bytes": len(gzip.compress(run.blob, 9)), "sha256": sha256_bytes(run.blob),
+            "convert_seconds": round(seconds, 2), "flags": flags, "metrics": run.val, "test": run.test,
+            "flagged": -run.val["auc_change"] > opts.max_auc_drop, "description": v.description, **extra,
+        }
+        if v.integer:
+            entry["edgetpu"] = self._readiness(name, path, run.blob)
+        return entry
 
-                ref_threshold = choose_threshold(val.y == pos, pv[:, pos], cfg.operating_point, cfg.target_sensitivity)
-            ref["threshold"] = ref_threshold
-        threshold, vm = compare(val.y, pv, ref["val"], ref["threshold"], pos, cfg.operating_point,
-                                cfg.target_sensitivity, options.seed)
+    def _validate(self, name: str, tfl: bytes) -> _Run:
+        """Embed a provisional contract, run through medlite.edge, re-choose the threshold, embed the final one."""
+        c0, val, test = self.contract, self.data.splits["val"], self.data.splits.get("test")
+        provenance = {**c0.provenance, "medlite_version": __version__, "variant": name,
+                      "source_model_sha256": self.source_sha}
+        contract = c0.replace(input=input_spec_of(tfl), provenance=provenance)
+        probe = self.staging / f".{name}.validating.tflite"
+        probe.write_bytes(embed_contract(tfl, contract))
+        pv = predict_prepared(str(probe), val.x)
+        pt = predict_prepared(str(probe), test.x) if test is not None else None
+        probe.unlink()
+        if self.ref is None:
+            ref_t = None
+            if self.pos is not None:
+                ref_t = choose_threshold(val.y == self.pos, pv[:, self.pos], self.cfg.operating_point,
+                                         self.cfg.target_sensitivity)
+            self.ref = {"val": pv, "test": pt, "threshold": ref_t}
+        threshold, vm = compare(val.y, pv, self.ref["val"], self.ref["threshold"], self.pos,
+                                self.cfg.operating_point, self.cfg.target_sensitivity, self.options.seed)
         tm = None
         if test is not None:
-            _, tm = compare(test.y, pt, ref["test"], ref["threshold"], pos, cfg.operating_point,
-                            cfg.target_sensitivity, options.seed)
-            tm = _at(test.y, pt, ref["test"], pos, threshold, ref["threshold"], tm)
-        final = contract.replace(threshold=threshold, validation=vm)
-        blob = embed_contract(tfl, final)
-        path.write_bytes(blob)
-        flagged = -vm["auc_change"] > options.max_auc_drop
-        entries.append({
-            "variant": name, "file": path.name, "size_bytes": len(blob), "sha256": sha256_bytes(blob),
-            "convert_seconds": round(seconds, 2),
-            "flags": {"io_type": options.io_type if VARIANTS[name].integer else "float32",
-                      "n_calibration": options.n_calibration if VARIANTS[name].calibrated else 0},
-            "metrics": vm, "test": tm, "flagged": flagged,
-            "description": VARIANTS[name].description,
-        })
-    return {
-        "medlite_version": __version__, "bundle": str(bundle.path), "source_model_sha256": source_sha,
-        "data": {"name": data.name, "sha256": data.sha256}, "max_auc_drop": options.max_auc_drop,
-        "operating_point": c0.operating_point, "variants": entries,
-    }
+            # Test metrics at the threshold chosen on validation, never re-chosen on test.
+            tm = classification_metrics(test.y, pt, self.pos, threshold, seed=self.options.seed)
+            tm["agreement_with_fp32"] = float((decisions(pt, self.pos, threshold) ==
+                                               decisions(self.ref["test"], self.pos, self.ref["threshold"])).mean())
+        blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm))
+        return _Run(blob, threshold, vm, tm, pv)
 
+    def _int8_layers(self, model, run: _Run, flags: dict, extra: dict):
+        """The per-layer error table, and the worst layers kept in float when asked (or needed, for auto)."""
+        from medlite.convert.quant_debug import int8_with_float_layers, layer_errors
 
-def _at(y, probs, ref_probs, pos, threshold, ref_threshold, metrics):
-    """Test metrics at the threshold chosen on validation (not re-chosen on test)."""
-    from medlite.convert.validate import decisions
-    from medlite.edge.metrics import classification_metrics
+        opts = self.options
+        calibration = self.data.splits["train"].x
+        errors = layer_errors(model, calibration, n=min(100, opts.n_calibration), seed=opts.seed)
+        extra["layer_errors"] = errors[: opts.layer_report]
+        if opts.float_layers == "auto":
+            counts = range(0, MAX_AUTO_FLOAT_LAYERS + 1)
+        else:
+            counts = [int(opts.float_layers)]
+        chosen = run
+        for k in counts:
+            if k == 0:
+                chosen = run
+            else:
+                names = [e["tensor"] for e in errors[:k]]
+                self._say(f"int8 with {k} layer(s) in float")
+                chosen = self._validate("int8", int8_with_float_layers(model, calibration, names, opts.n_calibration,
+                                                                       opts.seed))
+            if opts.float_layers != "auto" or -chosen.val["auc_change"] <= opts.max_auc_drop:
+                flags["float_layers"] = [e["tensor"] for e in errors[:k]]
+                break
+        else:
+            flags["float_layers"] = [e["tensor"] for e in errors[:MAX_AUTO_FLOAT_LAYERS]]
+            extra["float_layers_note"] = (f"no count up to {MAX_AUTO_FLOAT_LAYERS} float layers met the AUC "
+                                          "budget; the largest was kept")
+        return chosen, flags, extra
 
-    m = classification_metrics(y, probs, pos, threshold, ci=True)
-    m["agreement_with_fp32"] = float((decisions(probs, pos, threshold) == decisions(ref_probs, pos, ref_threshold))
-                                     .mean())
-    m["auc_change"] = metrics["auc_change"]
-    return m
+    def _readiness(self, name: str, path: Path, blob: bytes) -> dict:
+        static = edgetpu_readiness.check(blob)
+        compiled = edgetpu_readiness.compile_if_available(path)
+        if compiled.get("compiler_ops"):
+            compiled["differences"] = edgetpu_readiness.compare_with_compiler(static, compiled["compiler_ops"])
+        self.readiness_md.append(edgetpu_readiness.markdown(name, static, compiled))
+        return {"summary": static["summary"], "mapped": static["mapped"], "cpu": static["cpu"],
+                "split_at": static["split_at"], "ops": static["ops"],
+                "compiler": {k: v for k, v in compiled.items() if k != "log"}}
 
 
 def summary_markdown(manifest: dict) -> str:
     lines = [f"# medlite convert: {manifest['bundle']}", "",
              f"Operating point: {manifest['operating_point']}, re-chosen on validation for every variant. "
              f"Flag: validation AUC drop above {manifest['max_auc_drop']}.", "",
-             "| variant | size (KiB) | val AUC | AUC change | agreement with fp32 | threshold | test AUC | flagged |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| variant | size KiB | gzip KiB | val AUC | AUC change | agreement with fp32 | mean / max score diff | "
+             "threshold | test AUC | Edge TPU | flagged |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
     for e in manifest["variants"]:
         m, t = e["metrics"], e["test"] or {}
         thr = "-" if m.get("threshold") is None else f"{m['threshold']:.4f}"
-        lines.append(f"| {e['variant']} | {e['size_bytes'] / 1024:.1f} | {m['auc']:.4f} | {m['auc_change']:+.4f} | "
-                     f"{m['agreement_with_fp32']:.3f} | {thr} | {t.get('auc', float('nan')):.4f} | "
-                     f"{'YES' if e['flagged'] else 'no'} |")
+        tpu = "-" if "edgetpu" not in e else f"{e['edgetpu']['mapped']}/{e['edgetpu']['mapped'] + e['edgetpu']['cpu']}"
+        lines.append(f"| {e['variant']} | {e['size_bytes'] / 1024:.1f} | {e['size_gzip_bytes'] / 1024:.1f} | "
+                     f"{m['auc']:.4f} | {m['auc_change']:+.4f} | {m['agreement_with_fp32']:.3f} | "
+                     f"{m['score_diff_mean']:.4f} / {m['score_diff_max']:.4f} | {thr} | "
+                     f"{t.get('auc', float('nan')):.4f} | {tpu} | {'YES' if e['flagged'] else 'no'} |")
+    for e in manifest["variants"]:
+        if e.get("layer_errors"):
+            worst = ", ".join(f"`{r['tensor']}` ({r['op']}, RMSE/scale {r['rmse_over_scale']:.2f})"
+                              for r in e["layer_errors"][:5])
+            lines += ["", f"{e['variant']}: worst layers by quantization error: {worst}."]
+            if e["flags"].get("float_layers"):
+                lines.append(f"Kept in float: {', '.join(e['flags']['float_layers'])}.")
+        if "sparsity" in e:
+            lines += ["", f"{e['variant']}: {e['sparsity']:.1%} of conv and dense weights are zero; the .tflite "
+                          f"stores them anyway ({e['size_bytes'] / 1024:.1f} KiB), gzip shows the real saving "
+                          f"({e['size_gzip_bytes'] / 1024:.1f} KiB)."]
     return "\n".join(lines) + "\n"

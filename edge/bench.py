@@ -1,38 +1,40 @@
-"""Measuring a model on this device through medlite.edge: load time, latency percentiles, accuracy."""
+"""Measuring models on this device through medlite.edge: load, latency percentiles, memory, accuracy.
+
+Latency is timed in one process with every model loaded, in rounds that
+interleave the models, so slow drifts of a shared machine hit every variant
+alike. Accuracy and peak resident memory come from a fresh child process per
+row, so one model's memory is not counted against another.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import resource
+import sys
 import time
 
 import numpy as np
 
+from medlite.edge import backends
 from medlite.edge.datasets import Split
 from medlite.edge.frames import Frame
 from medlite.edge.metrics import classification_metrics
 from medlite.edge.runtime import Model, load
 
+ROUNDS = 10  # latency runs are split into this many interleaved rounds
+WARMUP = 20
 
-def latency(model: Model, x: np.ndarray, runs: int = 200, warmup: int = 20) -> dict:
-    """Percentiles of ``model.run`` on one prepared input, in ms, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        model.run(x)
-    t = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        model.run(x)
-        t[i] = time.perf_counter() - t0
-    t *= 1e3
-    p50, p90, p99 = np.percentile(t, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(t.mean()), "std": float(t.std()),
-            "runs": runs}
+
+def frame_of(img: np.ndarray) -> Frame:
+    return Frame(img.astype(np.float32)[..., None] if img.ndim == 2 else img.astype(np.float32))
 
 
 def split_probs(model: Model, split: Split) -> np.ndarray:
     """Class probabilities for every image of a labelled split, through the cart's own path."""
     out = np.empty((len(split.images), len(model.contract.labels)), dtype=np.float32)
     for i, img in enumerate(split.images):
-        out[i] = model.run(model.prepare(Frame(img.astype(np.float32)[..., None] if img.ndim == 2 else
-                                               img.astype(np.float32))))[0]
+        out[i] = model.run(model.prepare(frame_of(img)))[0]
     return out
 
 
@@ -43,49 +45,106 @@ def decisions(model: Model, probs: np.ndarray) -> np.ndarray:
     return probs.argmax(1)
 
 
-def bench_model(path: str, split: Split, *, backend: str = "cpu", threads: int | None = None, runs: int = 200,
-                seed: int = 0) -> tuple[dict, np.ndarray]:
-    """One report row for ``path`` on ``backend``, and its decisions on the split (for agreement)."""
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarray, labels: np.ndarray, seed: int):
+    """Runs in a child process: load, first inference, the whole split; with this process's peak memory."""
     t0 = time.perf_counter()
     model = load(path, backend=backend, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
-    x = model.prepare(Frame(split.images[0].astype(np.float32)[..., None] if split.images.ndim == 3
-                            else split.images[0].astype(np.float32)))
+    x = model.prepare(frame_of(images[0]))
     t0 = time.perf_counter()
     model.run(x)
     first_ms = (time.perf_counter() - t0) * 1e3
-    lat = latency(model, x, runs=runs)
+    split = Split(images, labels)
     probs = split_probs(model, split)
     c = model.contract
-    metrics = classification_metrics(split.labels, probs, c.positive_index, c.threshold, seed=seed)
-    row = {
-        "variant": c.provenance.get("variant", "unknown"),
-        "backend": model.backend,
-        "threads": threads,
-        "model": str(path),
-        "size_bytes": model.size_bytes,
-        "load_ms": load_ms,
-        "first_inference_ms": first_ms,
-        "latency_ms": lat,
-        "throughput_per_s": 1e3 / lat["mean"],
-        "metrics": metrics,
-        "attempts": [{"backend": a.backend, "ok": a.ok, "reason": a.reason} for a in model.attempts],
-    }
-    return row, decisions(model, probs)
+    metrics = classification_metrics(labels, probs, c.positive_index, c.threshold, seed=seed)
+    if "sensitivity" in metrics:
+        metrics["balanced_accuracy"] = (metrics["sensitivity"] + metrics["specificity"]) / 2
+    return {"load_ms": load_ms, "first_inference_ms": first_ms, "metrics": metrics,
+            "decisions": decisions(model, probs), "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
+            "variant": c.provenance.get("variant", "unknown"), "size_bytes": model.size_bytes,
+            "attempts": [{"backend": a.backend, "ok": a.ok, "reason": a.reason} for a in model.attempts]}
 
 
-def bench(paths: list[str], split: Split, *, backend: str = "cpu", threads: int | None = None, runs: int = 200,
-          progress=None) -> list[dict]:
-    """Rows for several variants; agreement is measured against the fp32 row's decisions."""
-    rows, decided = [], {}
+def backends_for(path: str, wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The backends that can run ``path`` here (from ``wanted``, default all) and why the others cannot."""
+    usable, skipped = [], {}
+    for b in backends.CHAIN:
+        if wanted and b.NAME not in wanted:
+            continue
+        if b is backends.edgetpu and not backends.edgetpu.is_edgetpu_model(path):
+            continue  # a plain model never runs on the Edge TPU; not worth a row
+        ok, reason = b.is_available(path) if b is backends.gpu else b.is_available()
+        (usable.append(b.NAME) if ok else skipped.__setitem__(b.NAME, reason))
+    return usable, skipped
+
+
+def latency_rounds(models: list[Model], inputs: list[np.ndarray], runs: int) -> list[np.ndarray]:
+    """Per-model call times in ms: warm-up, then ``runs`` calls each, interleaved over ROUNDS rounds."""
+    for m, x in zip(models, inputs):
+        for _ in range(WARMUP):
+            m.run(x)
+    times = [np.empty(runs) for _ in models]
+    per_round = int(np.ceil(runs / ROUNDS))
+    done = 0
+    while done < runs:
+        n = min(per_round, runs - done)
+        for m, x, t in zip(models, inputs, times):
+            for k in range(done, done + n):
+                t0 = time.perf_counter()
+                m.run(x)
+                t[k] = time.perf_counter() - t0
+        done += n
+    return [t * 1e3 for t in times]
+
+
+def summarize(t: np.ndarray) -> dict:
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(t.mean()), "std": float(t.std()),
+            "min": float(t.min()), "runs": int(len(t))}
+
+
+def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = None,
+          threads_list: list[int | None] = (None,), runs: int = 200, seed: int = 0, progress=None) -> tuple[list, dict]:
+    """Report rows for every model x usable backend x thread count, and the backends that were skipped."""
+    if runs < 1:
+        raise ValueError("runs must be at least 1")
+    combos, skipped = [], {}
     for p in paths:
+        usable, why = backends_for(p, backend_names)
+        skipped.update(why)
+        combos += [(p, b, t) for b in usable for t in threads_list]
+    rows = []
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1) as pool:
+        for p, b, t in combos:
+            if progress:
+                progress(f"accuracy and memory: {p} on {b}, threads {t or 'default'}")
+            r = pool.submit(_accuracy_job, p, b, t, split.images, split.labels, seed).result()
+            rows.append({"variant": r["variant"], "backend": r["backend"], "threads": t, "model": str(p),
+                         "size_bytes": r["size_bytes"], "load_ms": r["load_ms"],
+                         "first_inference_ms": r["first_inference_ms"], "peak_rss_mb": r["peak_rss_mb"],
+                         "metrics": r["metrics"], "attempts": r["attempts"], "_decisions": r["decisions"]})
+    for t in threads_list:  # latency: one process, all models of a thread count interleaved
+        group = [r for r in rows if r["threads"] == t]
+        if not group:
+            continue
         if progress:
-            progress(p)
-        row, d = bench_model(p, split, backend=backend, threads=threads, runs=runs)
-        rows.append(row)
-        decided[row["variant"]] = d
-    ref = decided.get("fp32")
-    for row in rows:
-        agree = None if ref is None else float((decided[row["variant"]] == ref).mean())
-        row["metrics"]["agreement_with_fp32"] = agree
-    return rows
+            progress(f"latency: {len(group)} model(s), threads {t or 'default'}, {runs} runs each, interleaved")
+        models = [load(r["model"], backend=r["backend"], threads=t) for r in group]
+        inputs = [m.prepare(frame_of(split.images[0])) for m in models]
+        for r, times in zip(group, latency_rounds(models, inputs, runs)):
+            r["latency_ms"] = summarize(times)
+            r["throughput_per_s"] = 1e3 / r["latency_ms"]["mean"]
+    refs = {(r["backend"], r["threads"]): r["_decisions"] for r in rows if r["variant"] == "fp32"}
+    any_ref = next(iter(refs.values()), None)
+    for r in rows:
+        ref = refs.get((r["backend"], r["threads"]), any_ref)
+        d = r.pop("_decisions")
+        r["metrics"]["agreement_with_fp32"] = None if ref is None else float((d == ref).mean())
+    return rows, skipped

@@ -13,8 +13,20 @@ CSV_FIELDS = ("variant", "backend", "threads", "size_bytes", "load_ms", "p50_ms"
               "auc", "sensitivity", "specificity", "accuracy", "threshold", "agreement_with_fp32", "model")
 
 
-def build_report(rows: list[dict], dataset: dict, device: dict) -> dict:
-    return {"schema": SCHEMA, "medlite_version": __version__, "device": device, "dataset": dataset, "rows": rows}
+def pareto(rows: list[dict]) -> list[dict]:
+    """Rows no other row beats on both p50 latency (lower) and AUC (higher), by rising latency."""
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: (r["latency_ms"]["p50"], -r["metrics"]["auc"])):
+        if r["metrics"]["auc"] > best:
+            front.append(r)
+            best = r["metrics"]["auc"]
+    return front
+
+
+def build_report(rows: list[dict], dataset: dict, device: dict, skipped: dict | None = None) -> dict:
+    """The report.json object; ``skipped`` maps each backend that was not measured to the reason."""
+    return {"schema": SCHEMA, "medlite_version": __version__, "device": device, "dataset": dataset, "rows": rows,
+            "skipped_backends": skipped or {}}
 
 
 def _flat(row: dict) -> dict:
@@ -69,11 +81,14 @@ def rich_table(report: dict):
 
     t = Table(title=f"medlite: {report['dataset'].get('name')} {report['dataset'].get('split')} "
                     f"(n={report['dataset'].get('n')}) on {report['device'].get('cpu')}")
-    for col in ("variant", "backend", "size KiB", "p50 ms", "p99 ms", "AUC", "sens", "spec", "agree fp32"):
-        t.add_column(col, justify="left" if col in ("variant", "backend") else "right")
-    for r in report["rows"]:
+    for col in ("variant", "backend", "threads", "size KiB", "p50 ms", "p99 ms", "AUC", "sens", "spec",
+                "agree fp32", "Pareto"):
+        t.add_column(col, justify="left" if col in ("variant", "backend") else "right", no_wrap=True)
+    front = {id(r) for r in pareto(report["rows"])}
+    for r in sorted(report["rows"], key=lambda r: r["latency_ms"]["p50"]):
         f = _flat(r)
-        t.add_row(f["variant"], f["backend"], f"{f['size_bytes'] / 1024:.1f}", f"{f['p50_ms']:.4f}",
-                  f"{f['p99_ms']:.4f}", _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
-                  _fmt(f["specificity"], ".3f"), _fmt(f["agreement_with_fp32"], ".3f"))
+        t.add_row(f["variant"], f["backend"], str(f["threads"] or "default"), f"{f['size_bytes'] / 1024:.1f}",
+                  f"{f['p50_ms']:.4f}", f"{f['p99_ms']:.4f}", _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
+                  _fmt(f["specificity"], ".3f"), _fmt(f["agreement_with_fp32"], ".3f"),
+                  "*" if id(r) in front else "")
     return t

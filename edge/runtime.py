@@ -147,6 +147,11 @@ class Model:
             for frame in self.frames(source):
                 yield self._predict_frame(frame)
 
+    def predict_input(self, x: np.ndarray) -> Prediction:
+        """Classify an input already prepared by ``prepare`` (batch 1, the model's dtype)."""
+        scores, ms = self.run(x)
+        return self.decide(scores, ms)
+
     def _predict_frame(self, frame: Frame) -> Prediction:
         scores, ms = self.run(self.prepare(frame))
         return self.decide(scores, ms, frame)

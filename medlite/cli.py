@@ -39,8 +39,14 @@ def cmd_demo(args) -> int:
     _needs_train()
     from medlite.demo import run_demo
 
+    from medlite.edge.variants import parse_variants
+
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     run_demo(args.out, data=args.data, data_dir=args.data_dir, epochs=args.epochs, runs=args.runs,
-             threads=args.threads)
+             threads=args.threads, variants=variants)
     return EXIT_OK
 
 
@@ -102,9 +108,17 @@ def cmd_convert(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     console = _console()
+    from medlite.convert.finetune import FineTune
+
+    float_layers = args.float_layers
+    if float_layers != "auto" and not float_layers.isdigit():
+        raise UsageError(f"--float-layers takes a count or 'auto', got {float_layers!r}")
+    if not 0 < args.sparsity < 1:
+        raise UsageError(f"--sparsity must be between 0 and 1, got {args.sparsity}")
     options = ConvertOptions(variants=variants, n_calibration=args.calibration_images, io_type=args.io_type,
                              max_auc_drop=args.max_auc_drop, allow_drop=args.allow_drop, force=args.force,
-                             data_dir=args.data_dir)
+                             data_dir=args.data_dir, float_layers=float_layers,
+                             finetune=FineTune(epochs=args.finetune_epochs, sparsity=args.sparsity))
     manifest = convert_bundle(args.bundle, args.out, options, progress=lambda v: console.print(f"converting {v}"))
     from medlite.convert.pipeline import summary_markdown
 
@@ -181,20 +195,79 @@ def cmd_bench(args) -> int:
         paths += sorted(str(f) for f in Path(p).glob("*.tflite")) if Path(p).is_dir() else [p]
     if not paths:
         raise UsageError(f"no .tflite models in {' '.join(args.models)}")
+    if args.runs < 200:
+        raise UsageError(f"--runs must be at least 200 for stable percentiles, got {args.runs}")
     ds = datasets.load(args.data, args.data_dir)
     if args.split not in ds.splits:
         raise UsageError(f"{ds.path} has no {args.split!r} split (it has {', '.join(ds.splits)})")
     split = ds.splits[args.split]
     console = _console()
-    rows = []
-    for threads in args.threads or [None]:
-        rows += bench(paths, split, backend=args.backend, threads=threads, runs=args.runs,
-                      progress=lambda p: console.print(f"measuring {p}"))
+    wanted = None if args.backend == "all" else [args.backend]
+    rows, skipped = bench(paths, split, backend_names=wanted, threads_list=args.threads or [None], runs=args.runs,
+                          progress=lambda text: console.print(text))
+    if not rows:
+        raise UsageError("no model could run on the chosen backend(s): " +
+                         "; ".join(f"{b}: {why}" for b, why in skipped.items()))
     report = build_report(rows, {"name": ds.name, "split": args.split, "n": len(split.labels), "sha256": ds.sha256},
-                          device_info())
+                          device_info(), skipped)
     written = write_report(report, args.out)
-    Console().print(rich_table(report))
+    Console(width=max(Console().width, 110)).print(rich_table(report))
+    for b, why in skipped.items():
+        console.print(f"[dim]backend {b} not measured: {why}")
     console.print(f"report: {written['json']}")
+    return EXIT_OK
+
+
+# report ----------------------------------------------------------------------------------------------------------
+
+def cmd_report(args) -> int:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        raise UsageError("medlite report draws with matplotlib: pip install 'medlite[report]'") from None
+    from medlite.report_html import render
+
+    try:
+        page = render(args.results, args.out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(page)
+    return EXIT_OK
+
+
+# select ----------------------------------------------------------------------------------------------------------
+
+def cmd_select(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from medlite.edge.select import select
+
+    path = Path(args.result)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: not a readable report.json ({e})") from None
+    try:
+        sel = select(report, args.max_auc_drop, None if args.min_sensitivity < 0 else args.min_sensitivity)
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}") from None
+    if sel.chosen is None:
+        print(f"nothing qualifies (fp32 AUC {sel.reference_auc:.4f}):")
+        for c in sel.candidates:
+            print(f"  {c.name}: {'; '.join(c.failures)}")
+        return EXIT_FAILED
+    print(sel.explanation)
+    if args.copy_to:
+        model = Path(sel.chosen.row["model"])
+        if not model.is_absolute() and not model.exists():
+            model = path.parent / model
+        if not model.exists():
+            raise UsageError(f"{model}: the chosen model file is not there to copy")
+        shutil.copy(model, args.copy_to)
+        print(f"copied {model} to {args.copy_to}")
     return EXIT_OK
 
 
@@ -231,15 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medlite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train, convert to fp32 and int8, measure on this machine, write the report",
-                       description="The whole chain on PneumoniaMNIST: train the default recipe, convert to fp32 "
-                                   "and int8, run both on the test split through medlite.edge, write report.json "
-                                   "and report.md.")
+    p = sub.add_parser("demo", help="train, convert every variant, measure here, report, select",
+                       description="The whole chain on PneumoniaMNIST: train the default recipe, convert every "
+                                   "variant, run each on the test split through medlite.edge, write report.json, "
+                                   ".md, .csv and .html, and pick the fastest variant within 0.005 AUC of fp32 "
+                                   "with sensitivity at least 0.95.")
     _data_args(p, default="pneumoniamnist")
     p.add_argument("--out", default="medlite-out", help="output folder (default ./medlite-out)")
     p.add_argument("--epochs", type=int, help="cap the training epochs (default: the recipe's)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
     p.add_argument("--threads", type=int, help="CPU interpreter threads (default: LiteRT's)")
+    p.add_argument("--variants", default="all", help="variants to convert and measure (default all)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a CNN and write a model bundle",
@@ -275,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="flag a variant losing more validation AUC")
     p.add_argument("--allow-drop", action="store_true", help="exit 0 even when a variant is flagged")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--float-layers", default="0", help="int8: keep the N layers with the worst quantization error "
+                                                      "in float, or 'auto' for the fewest that meet --max-auc-drop")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="int8-qat and int8-pruned: fine-tuning epochs")
+    p.add_argument("--sparsity", type=float, default=0.5, help="int8-pruned: fraction of weights pruned to zero")
     p.add_argument("--data-dir", help="where to find the bundle's training data")
     p.set_defaults(func=cmd_convert)
 
@@ -299,11 +378,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", help=".tflite files or folders of them")
     _data_args(p)
     p.add_argument("--split", default="test", help="split to measure on (default test)")
-    p.add_argument("--backend", choices=("auto", *BACKENDS), default="cpu")
-    p.add_argument("--threads", type=int, action="append", help="thread count; repeat for several")
-    p.add_argument("--runs", type=int, default=200, help="timed inferences per model")
+    p.add_argument("--backend", choices=("all", *BACKENDS), default="all",
+                   help="default all: every backend that can run each model here")
+    p.add_argument("--threads", type=int, action="append", help="CPU thread count; repeat for several")
+    p.add_argument("--runs", type=int, default=200, help="timed inferences per model (at least 200)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.csv")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="render result files as one HTML page with figures",
+                       description="Render one or more report.json files (a workstation and a cart, say) into "
+                                   "DIR/report.html, self-contained, with AUC against latency (Pareto frontier "
+                                   "drawn), operating points, and the tables, device by device.")
+    p.add_argument("results", nargs="+", help="report.json files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("select", help="pick the fastest variant within an accuracy budget from a report",
+                       description="Pick the fastest variant and backend (p50) whose AUC is within --max-auc-drop of "
+                                   "fp32 and whose sensitivity meets --min-sensitivity. Exits 1 and says which "
+                                   "constraint each candidate failed when nothing qualifies.")
+    p.add_argument("result", help="report.json from `medlite bench` or `medlite demo`")
+    p.add_argument("--max-auc-drop", type=float, default=0.005, help="AUC budget against fp32 (default 0.005)")
+    p.add_argument("--min-sensitivity", type=float, default=0.95, help="sensitivity floor at the variant's "
+                                                                       "threshold (default 0.95; -1 for none)")
+    p.add_argument("--copy-to", help="copy the chosen model file here")
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("env", help="versions, CPU and accelerators, for bug reports",
                        description="Print Python, medlite, LiteRT, NumPy, OpenCV and pydicom versions, DICOM "

@@ -1,4 +1,4 @@
-"""``medlite demo``: train, convert to fp32 and int8, measure both on this machine, write the report."""
+"""``medlite demo``: the whole chain on PneumoniaMNIST, from training to the variant to ship."""
 
 from __future__ import annotations
 
@@ -9,23 +9,26 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 def run_demo(out: str | Path = "medlite-out", *, data: str = "pneumoniamnist", data_dir=None, epochs: int | None = None,
-             variants=("fp32", "int8"), runs: int = 200, threads: int | None = None,
-             console: Console | None = None) -> dict:
-    """The vertical slice end to end; returns the report (also written to ``out``)."""
+             variants=None, runs: int = 200, threads: int | None = None, max_auc_drop: float = 0.005,
+             min_sensitivity: float = 0.95, console: Console | None = None) -> dict:
+    """Train the default recipe, convert every variant, bench them here, report, and select; returns the report."""
     from medlite.convert.pipeline import ConvertOptions, convert_bundle
     from medlite.edge import datasets
     from medlite.edge.bench import bench
     from medlite.edge.device import device_info
     from medlite.edge.report import build_report, rich_table, write_report
-    from medlite.train.config import load_config
+    from medlite.edge.select import select
+    from medlite.edge.variants import NAMES
+    from medlite.train.config import DEFAULT_FAMILY, load_config
     from medlite.train.pipeline import load_data_for, train_bundle
 
     console = console or Console(stderr=True)
     out = Path(out)
-    config = load_config(family="small_cnn")
+    variants = list(variants or NAMES)
+    config = load_config(family=DEFAULT_FAMILY)
     if epochs:
         config = config.updated(epochs=epochs)
-    console.print(f"[bold]1/3 train[/] {config.model} on {data} (up to {config.epochs} epochs, early stop on "
+    console.print(f"[bold]1/4 train[/] {config.model} on {data} (up to {config.epochs} epochs, early stop on "
                   "validation AUC)")
     training_data = load_data_for(data, config, data_dir)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
@@ -39,19 +42,39 @@ def run_demo(out: str | Path = "medlite-out", *, data: str = "pneumoniamnist", d
                                        progress=on_epoch)
     console.print(f"   bundle {bundle}: validation AUC {metrics['validation']['auc']:.4f}, threshold "
                   f"{metrics['validation'].get('threshold', float('nan')):.4f}")
-    console.print(f"[bold]2/3 convert[/] {', '.join(variants)} (int8 calibrated on real training images)")
-    manifest = convert_bundle(bundle, out / "models", ConvertOptions(variants=list(variants), force=True,
+    console.print(f"[bold]2/4 convert[/] {', '.join(variants)} (calibrated on real training images)")
+    manifest = convert_bundle(bundle, out / "models", ConvertOptions(variants=variants, force=True, allow_drop=True,
                                                                       data_dir=data_dir),
                               progress=lambda v: console.print(f"   {v}"))
-    console.print(f"[bold]3/3 measure[/] on the test split through medlite.edge ({runs} timed runs each)")
+    console.print(f"[bold]3/4 measure[/] on the test split through medlite.edge ({runs} timed runs each)")
     ds = datasets.load(data, data_dir)
     split = ds.splits["test"]
     paths = [str(out / "models" / e["file"]) for e in manifest["variants"] if e["variant"] in variants]
-    rows = bench(paths, split, backend="cpu", threads=threads, runs=runs,
-                 progress=lambda p: console.print(f"   {Path(p).name}"))
+    rows, skipped = bench(paths, split, threads_list=[threads], runs=runs,
+                          progress=lambda text: console.print(f"   {text}"))
     report = build_report(rows, {"name": ds.name, "split": "test", "n": len(split.labels), "sha256": ds.sha256},
-                          device_info())
+                          device_info(), skipped)
     written = write_report(report, out)
-    Console().print(rich_table(report))
-    console.print(f"report: {written['json']}, {written['md']}")
+    console.print("[bold]4/4 report and select[/]")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from medlite.report_html import render
+
+        console.print(f"   {render([written['json']], out)}")
+    except ImportError:
+        console.print("   (no HTML report: pip install 'medlite[report]' for matplotlib)")
+    Console(width=max(Console().width, 120)).print(rich_table(report))
+    for b, why in skipped.items():
+        console.print(f"[dim]backend {b} not measured: {why}")
+    sel = select(report, max_auc_drop, min_sensitivity)
+    if sel.chosen:
+        console.print(f"[bold green]selected:[/] {sel.explanation}")
+    else:
+        console.print("[bold red]no variant meets AUC within "
+                      f"{max_auc_drop} of fp32 and sensitivity >= {min_sensitivity}:[/]")
+        for c in sel.candidates:
+            console.print(f"   {c.name}: {'; '.join(c.failures)}")
+    console.print(f"report: {written['json']}, {written['md']}, {written['csv']}")
     return report

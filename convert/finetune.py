@@ -1,0 +1,83 @@
+"""Fine-tuning that some variants need before conversion: quantization-aware training and magnitude pruning.
+
+Both start from the bundle's trained weights and train briefly on the bundle's
+own training data with its recipe's augmentation and class weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medlite.train.bundle import Bundle
+from medlite.train.data import TrainingData
+from medlite.train.fit import _dataset, class_weights
+from medlite.train.tf import keras
+
+
+@dataclass(frozen=True)
+class FineTune:
+    epochs: int = 3  # passes over the training data
+    learning_rate: float = 1e-4  # small: the weights are already trained
+    sparsity: float = 0.5  # int8-pruned: fraction of weights set to zero
+
+
+def _tfmot():
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot
+
+
+def _fit(model, bundle: Bundle, data: TrainingData, options: FineTune, callbacks=()):
+    tr = data.splits["train"]
+    n_classes = len(data.label_names)
+    ds = _dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, bundle.config.class_weights), bundle.config)
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(), weighted_metrics=["accuracy"])
+    model.fit(ds, epochs=options.epochs, verbose=0, callbacks=list(callbacks))
+    return model
+
+
+def _clone(bundle: Bundle):
+    model = keras.models.clone_model(bundle.model)
+    model.set_weights(bundle.model.get_weights())
+    return model
+
+
+def quantization_aware(bundle: Bundle, data: TrainingData, options: FineTune):
+    """The bundle's model with fake-quantization inserted, fine-tuned so its weights expect int8."""
+    tfmot = _tfmot()
+    try:
+        model = tfmot.quantization.keras.quantize_model(_clone(bundle))
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"quantization-aware training cannot wrap this model: {e}") from None
+    return _fit(model, bundle, data, options)
+
+
+def pruned(bundle: Bundle, data: TrainingData, options: FineTune):
+    """The bundle's model pruned to ``options.sparsity`` by magnitude while fine-tuning, wrappers stripped."""
+    tfmot = _tfmot()
+    steps = int(np.ceil(len(data.splits["train"].x) / bundle.config.batch_size)) * options.epochs
+    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, options.sparsity, begin_step=0,
+                                                    end_step=max(1, int(steps * 0.7)))
+    model = tfmot.sparsity.keras.prune_low_magnitude(_clone(bundle), pruning_schedule=schedule)
+    model = _fit(model, bundle, data, options, [tfmot.sparsity.keras.UpdatePruningStep()])
+    return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def fine_tune(bundle: Bundle, data: TrainingData, variant: str, options: FineTune | None = None):
+    options = options or FineTune()
+    if variant == "int8-qat":
+        return quantization_aware(bundle, data, options)
+    if variant == "int8-pruned":
+        return pruned(bundle, data, options)
+    raise ValueError(f"variant {variant} needs no fine-tuning")
+
+
+def sparsity_of(model) -> float:
+    """Fraction of exactly-zero weights in conv and dense kernels."""
+    kernels = [w for layer in model.layers for w in layer.get_weights()[:1]
+               if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
+    total = sum(k.size for k in kernels)
+    return float(sum((k == 0).sum() for k in kernels) / total) if total else 0.0

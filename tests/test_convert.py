@@ -1,0 +1,171 @@
+"""Conversion: every variant on a tiny real-data model, validation, the drop gate, Edge TPU readiness, errors."""
+
+import errno
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medlite.cli import main
+from medlite.convert import edgetpu_readiness
+from medlite.convert.pipeline import ConvertError, ConvertOptions, convert_bundle
+from medlite.convert.finetune import FineTune
+from medlite.edge import load, read_contract
+from medlite.edge.variants import NAMES, parse_variants
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory, data_dir):
+    """A deliberately small CNN trained for one epoch on the real data: conversion tests need a model, not a good one."""
+    from medlite.train.config import load_config
+    from medlite.train.pipeline import train_bundle
+
+    config = load_config(family="small_cnn").updated(epochs=1, model_options={"width": 4, "dense": 8})
+    out = tmp_path_factory.mktemp("tiny") / "bundle"
+    train_bundle("pneumoniamnist", config, out, data_dir=data_dir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def all_variants(tiny_bundle, tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("conv") / "models"
+    options = ConvertOptions(variants=list(NAMES), n_calibration=50, data_dir=str(data_dir), allow_drop=True,
+                             finetune=FineTune(epochs=1, sparsity=0.5))
+    manifest = convert_bundle(tiny_bundle, out, options)
+    return out, manifest
+
+
+def test_every_variant_converts_and_carries_its_contract(all_variants):
+    out, manifest = all_variants
+    assert [e["variant"] for e in manifest["variants"]] == list(NAMES)
+    for e in manifest["variants"]:
+        path = out / e["file"]
+        assert path.stat().st_size == e["size_bytes"]
+        c = read_contract(path.read_bytes())
+        assert c.provenance["variant"] == e["variant"] and c.threshold == e["metrics"]["threshold"]
+        model = load(path)
+        assert model.sha256 == e["sha256"]
+        for key in ("auc", "agreement_with_fp32", "threshold", "score_diff_mean", "score_diff_max", "auc_change"):
+            assert key in e["metrics"]
+        assert e["test"]["auc"] > 0.5
+    v = {e["variant"]: e for e in manifest["variants"]}
+    for name in ("int8", "int8-qat", "int8-pruned"):
+        assert read_contract((out / v[name]["file"]).read_bytes()).input.dtype == "int8"
+        assert "edgetpu" in v[name]
+    assert read_contract((out / "int16x8.tflite").read_bytes()).input.dtype == "float32"
+    assert v["int8"]["size_bytes"] < 0.5 * v["fp32"]["size_bytes"]
+    assert v["int8-pruned"]["sparsity"] >= 0.45
+    assert v["int8-pruned"]["size_gzip_bytes"] < v["int8"]["size_gzip_bytes"]
+    assert v["int8"]["layer_errors"] and {"tensor", "mean_squared_error", "max_abs_error", "scale"} <= set(
+        v["int8"]["layer_errors"][0])
+    md = (out / "convert.md").read_text()
+    assert "worst layers by quantization error" in md and "int8-pruned" in md
+    assert (out / "edgetpu.md").exists() and "edgetpu_compiler is not on the PATH" in (out / "edgetpu.md").read_text()
+
+
+def test_float_layers_keep_the_worst_layers_in_float(tiny_bundle, tmp_path, data_dir):
+    manifest = convert_bundle(tiny_bundle, tmp_path / "m", ConvertOptions(
+        variants=["int8"], n_calibration=50, data_dir=str(data_dir), float_layers=2, allow_drop=True))
+    int8 = manifest["variants"][1]
+    assert int8["flags"]["float_layers"] == [e["tensor"] for e in int8["layer_errors"][:2]]
+    assert int8["edgetpu"]["cpu"] > 0  # float layers cannot run on the Edge TPU, and the report says so
+
+
+def test_drop_gate_flags_and_exits_nonzero(tiny_bundle, tmp_path, data_dir, capsys):
+    # A budget of -1 asks every variant to gain a full unit of AUC: every non-reference variant is flagged.
+    args = ["convert", str(tiny_bundle), "--variants", "dynamic", "--data-dir", str(data_dir), "--max-auc-drop", "-1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 1
+    assert "AUC drop above -1.0 on validation" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--allow-drop"]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [e["flagged"] for e in manifest["variants"]] == [True, True]
+
+
+def test_existing_output_is_not_overwritten_without_force(tiny_bundle, tmp_path, data_dir, capsys):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["convert", str(tiny_bundle), "--out", str(out), "--data-dir", str(data_dir)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_not_a_bundle(tmp_path, capsys):
+    assert main(["convert", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "not a medlite bundle" in capsys.readouterr().err
+
+
+def test_calibration_data_missing(tiny_bundle, tmp_path, monkeypatch, capsys):
+    moved = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, moved)
+    info = json.loads((moved / "bundle.json").read_text())
+    info["data_source"] = "gonemnist"
+    (moved / "bundle.json").write_text(json.dumps(info))
+    monkeypatch.setenv("MEDLITE_DATA_DIR", str(tmp_path))
+    assert main(["convert", str(moved), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "needed for calibration and validation" in err and "gonemnist" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_full_disk_leaves_nothing_behind(tiny_bundle, tmp_path, data_dir, monkeypatch):
+    import medlite.convert.pipeline as pipeline
+
+    real = pipeline.embed_contract
+    calls = []
+
+    def failing(tfl, contract):
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tfl, contract)
+
+    monkeypatch.setattr(pipeline, "embed_contract", failing)
+    with pytest.raises(ConvertError, match="the disk is full"):
+        convert_bundle(tiny_bundle, tmp_path / "m", ConvertOptions(variants=["fp32", "int8"], n_calibration=20,
+                                                                   data_dir=str(data_dir)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mistyped_variant():
+    with pytest.raises(ValueError, match="did you mean 'int8-qat'"):
+        parse_variants("fp32,int8-qta")
+    assert parse_variants("all") == list(NAMES)
+
+
+def test_readiness_names_the_unsupported_op_and_the_split(data_dir):
+    """A model built to contain ELU, which full-integer TFLite runs but the Edge TPU does not."""
+    from medlite.convert.export import convert
+    from medlite.edge import datasets
+    from medlite.train.tf import keras
+
+    L = keras.layers
+    inp = keras.Input((28, 28, 1))
+    x = L.Conv2D(4, 3, name="conv_a")(inp)
+    x = L.ELU(name="not_on_tpu")(x)
+    x = L.Conv2D(4, 3, name="conv_b")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Softmax()(L.Dense(2)(x))
+    model = keras.Model(inp, out)
+    images = datasets.load("pneumoniamnist", data_dir).splits["train"].images[:50, :, :, None] / np.float32(255)
+    report = edgetpu_readiness.check(convert(model, "int8", calibration=images, n_calibration=50))
+    ops = report["ops"]
+    elu = next(o for o in ops if o["op"] == "ELU")
+    assert not elu["edgetpu"] and "ELU is not an Edge TPU operation" in elu["reason"]
+    assert report["split_at"] == elu["index"] and "not_on_tpu" in elu["output"]
+    assert all(o["edgetpu"] for o in ops[: elu["index"]])
+    assert all(not o["edgetpu"] and "after the split" in o["reason"] for o in ops[elu["index"] + 1 :])
+    assert f"splits at op {elu['index']} (ELU" in report["summary"]
+
+
+def test_compiler_log_is_parsed_and_compared():
+    log = ("Edge TPU Compiler version 16.0.384591198\nOperator                       Count      Status\n\n"
+           "CONV_2D                        2          Mapped to Edge TPU\nELU                            1          "
+           "Operation not supported\nSOFTMAX                        1          Mapped to Edge TPU\n")
+    rows = edgetpu_readiness.parse_compiler_log(log)
+    assert rows[1] == {"op": "ELU", "count": 1, "status": "Operation not supported"}
+    static = {"ops": [{"op": "CONV_2D", "edgetpu": True}, {"op": "CONV_2D", "edgetpu": True},
+                      {"op": "ELU", "edgetpu": False}, {"op": "SOFTMAX", "edgetpu": False}]}
+    assert edgetpu_readiness.compare_with_compiler(static, rows) == [
+        "SOFTMAX: predicted 0 on the Edge TPU, compiler mapped 1"]

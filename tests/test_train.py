@@ -1,0 +1,136 @@
+"""Training: the model zoo, the split, the recipe, the bundle, and data sets other than the default one."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from medlite.cli import main
+from medlite.edge import datasets
+from medlite.train.config import TrainConfig, load_config, recipe_families
+from medlite.train.data import stratified_split
+from medlite.train.models import FAMILIES, build
+
+# Layers that full-integer TFLite and the Edge TPU run natively (BatchNorm folds into the conv at conversion).
+EDGE_FRIENDLY = {"InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "MaxPooling2D",
+                 "AveragePooling2D", "GlobalAveragePooling2D", "Dense", "Softmax", "Dropout", "Add", "Flatten"}
+
+
+@pytest.fixture(scope="module")
+def real_batch(data_dir):
+    split = datasets.load("pneumoniamnist", data_dir).splits["train"]
+    return split.images[:32, :, :, None].astype(np.float32) / 255.0, split.labels[:32]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_builder_builds_trains_one_step_and_outputs_probabilities(family, real_batch):
+    x, y = real_batch
+    model = build(family, input_shape=(28, 28, 1), num_classes=2)
+    assert {type(layer).__name__ for layer in model.layers} <= EDGE_FRIENDLY
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    p = model.predict(x, verbose=0)
+    assert p.shape == (32, 2) and np.allclose(p.sum(1), 1, atol=1e-5)
+    wide = build(family, input_shape=(64, 64, 3), num_classes=5)
+    assert wide.output_shape == (None, 5)
+
+
+def test_builders_are_keyword_only_and_check_options():
+    with pytest.raises(TypeError):
+        FAMILIES["small_cnn"]((28, 28, 1), 2)
+    with pytest.raises(ValueError, match="alpha must be between 0.35 and 1.0"):
+        build("mobilenet_v2", input_shape=(28, 28, 1), num_classes=2, alpha=1.4)
+    with pytest.raises(ValueError, match="did you mean 'resnet'"):
+        build("resnt", input_shape=(28, 28, 1), num_classes=2)
+    small = build("mobilenet_v2", input_shape=(28, 28, 1), num_classes=2, alpha=0.35).count_params()
+    big = build("mobilenet_v2", input_shape=(28, 28, 1), num_classes=2, alpha=1.0).count_params()
+    assert big > 3 * small
+
+
+def test_stratified_split_keeps_class_shares_and_is_repeatable():
+    y = np.array([0] * 100 + [1] * 300 + [2] * 7)
+    keep, held = stratified_split(y, 0.1, seed=3)
+    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(y)
+    assert np.bincount(y[held]).tolist() == [10, 30, 1]
+    assert np.array_equal(held, stratified_split(y, 0.1, seed=3)[1])
+    assert not np.array_equal(held, stratified_split(y, 0.1, seed=4)[1])
+
+
+def test_recipes_load_and_flags_override(tmp_path):
+    assert set(recipe_families()) == set(FAMILIES)
+    for family in recipe_families():
+        c = load_config(family=family)
+        assert c.model == family and c.horizontal_flip is False and c.target_sensitivity == 0.95
+    f = tmp_path / "r.yaml"
+    f.write_text("model: resnet\nepochs: 3\nhorizontal_flip: true\n")
+    c = load_config(f).updated(epochs=5, seed=None)
+    assert (c.model, c.epochs, c.horizontal_flip, c.seed) == ("resnet", 5, True, 0)
+    f.write_text("epochz: 3\n")
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        load_config(f)
+    for field in TrainConfig.fields():
+        assert field.metadata.get("help"), f"recipe field {field.name} has no help"
+
+
+def test_bundle_round_trip(bundle, data_dir):
+    from medlite.train.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    contract = json.loads((bundle / "contract.json").read_text())
+    assert b.contract.to_dict() == json.loads(b.contract.to_json()) and b.contract.threshold == contract["threshold"]
+    assert b.info["data_sha256"] == datasets.file_hash(data_dir / "pneumoniamnist.npz")
+    assert (bundle / "train_log.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,train_auc")
+    assert b.model.output_shape == (None, 2)
+
+
+def test_not_a_bundle(tmp_path):
+    from medlite.train.bundle import BundleError, load_bundle
+
+    (tmp_path / "model.keras").write_text("x")
+    with pytest.raises(BundleError, match="not a medlite bundle .missing bundle.json"):
+        load_bundle(tmp_path)
+
+
+def _class_folder(root, data_dir, dicom_dir):
+    """A class-folder set from real images: PneumoniaMNIST test images as PNG, a real DICOM, a broken file."""
+    split = datasets.load("pneumoniamnist", data_dir).splits["test"]
+    for name, k in (("normal", 0), ("pneumonia", 1)):
+        (root / name).mkdir(parents=True)
+        for i in np.flatnonzero(split.labels == k)[:40]:
+            cv2.imwrite(str(root / name / f"{i}.png"), split.images[i])
+    (root / "normal" / "nih_nofinding.dcm").write_bytes((dicom_dir / "nih_cxr14_dx_nofinding.dcm").read_bytes())
+    (root / "pneumonia" / "broken.png").write_bytes(b"\x89PNG broken")
+
+
+def test_train_on_a_class_folder_of_real_images(tmp_path, data_dir, dicom_dir, capsys):
+    _class_folder(tmp_path / "xray", data_dir, dicom_dir)
+    out = tmp_path / "bundle"
+    rc = main(["train", "--data", str(tmp_path / "xray"), "--out", str(out), "--epochs", "2", "--image-size", "28"])
+    assert rc == 0, capsys.readouterr().err
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["skipped_files"] and "broken.png" in info["skipped_files"][0]
+    contract = json.loads((out / "contract.json").read_text())
+    assert contract["labels"] == ["normal", "pneumonia"] and contract["positive_index"] == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test" not in metrics and 0 <= metrics["validation"]["auc"] <= 1
+    assert metrics["validation"]["n"] == 8  # 10% of each class, rounded: 41 normal (40 PNG + DICOM), 40 pneumonia
+
+
+def test_train_on_rgb_multiclass_npz_without_val(tmp_path, data_dir, capsys):
+    """Plumbing for any MedMNIST-format file: RGB, three classes, no val split (real pixels, labels by index)."""
+    split = datasets.load("pneumoniamnist", data_dir).splits["train"]
+    x = np.repeat(split.images[:300, :, :, None], 3, axis=3)
+    y = (np.arange(300) % 3)[:, None]
+    f = tmp_path / "rgb3.npz"
+    np.savez(f, train_images=x, train_labels=y, test_images=x[:60], test_labels=y[:60])
+    out = tmp_path / "b"
+    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "1", "--model", "resnet"]) == 0
+    contract = json.loads((out / "contract.json").read_text())
+    assert contract["input"]["channels"] == 3 and contract["preprocess"]["color"] == "rgb"
+    assert contract["threshold"] is None and contract["positive_index"] is None
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"auc", "accuracy"} <= set(metrics["validation"]) and metrics["validation"]["n"] == 30
