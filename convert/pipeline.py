@@ -155,8 +155,11 @@ class _Converter:
             from medlite.convert.finetune import fine_tune, sparsity_of
 
             model = fine_tune(self.bundle, self.data, name, opts.finetune)
-            flags.update(finetune_epochs=opts.finetune.epochs, finetune_learning_rate=opts.finetune.learning_rate)
+            ft = opts.finetune
+            if name == "int8-qat":
+                flags.update(finetune_epochs=ft.qat_epochs, finetune_learning_rate=ft.qat_learning_rate)
             if name == "int8-pruned":
+                flags.update(finetune_epochs=ft.prune_epochs, finetune_learning_rate=ft.prune_learning_rate)
                 flags["target_sparsity"] = opts.finetune.sparsity
                 extra["sparsity"] = sparsity_of(model)
         tfl = convert(model, name, calibration=self.data.splits["train"].x, n_calibration=opts.n_calibration,

@@ -1,20 +1,29 @@
-"""Running a model over many files: expand paths, decode in a worker pool, infer in order, one record each.
+"""Running a model over many files: expand paths, decode in worker processes, infer in order, one record each.
 
-Decoding (pydicom, OpenCV) and preprocessing run in worker threads while the
-main thread runs the interpreter, so a folder run overlaps the two.
+Decoding a DICOM (pydicom and its codecs) holds Python's GIL most of the time,
+so worker threads would barely overlap it; worker processes do. The main
+process runs the interpreter while the workers decode and preprocess the
+next files. A decoder that crashes its worker costs that one file, not the run.
 """
 
 from __future__ import annotations
 
 import collections
 import glob
+import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
+
+from medlite.edge.contract import Contract
 from medlite.edge.errors import MedliteError
-from medlite.edge.readers import SUFFIXES
+from medlite.edge.frames import Frame
+from medlite.edge.preprocess import prepare, quantize
+from medlite.edge.readers import SUFFIXES, read
 from medlite.edge.runtime import Model
 
 
@@ -60,35 +69,52 @@ def ok_record(p) -> dict:
     return rec
 
 
-def _decode(model: Model, file: str):
-    """Worker: read and prepare every frame of one file; an exception becomes the file's error."""
+def decode(file: str, contract: Contract):
+    """Read and prepare every frame of one file: ([(frame without pixels, input), ...], None) or (None, error)."""
     try:
-        return [(f, model.prepare(f)) for f in model.frames(file)], None
+        out = []
+        for f in read(file, contract.preprocess):
+            x = quantize(prepare(f.pixels, contract.preprocess, contract.input, f.file)[None], contract.input)
+            out.append((Frame(np.empty((0, 0, 1), np.float32), f.file, f.frame, f.sop_instance_uid), x))
+        return out, None
     except MedliteError as e:
-        return None, e.problem if hasattr(e, "problem") else str(e)
+        return None, getattr(e, "problem", str(e))
     except Exception as e:  # an unexpected decoder failure is still one file's failure, not the run's
         return None, f"could not be read ({type(e).__name__}: {e})"
 
 
 def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
-    """One record per frame or failure, in input order. ``workers=0`` decodes in the main thread."""
-    if workers <= 0:
+    """One record per frame or failure, in input order. ``workers=0`` decodes in this process."""
+    if workers <= 0 or len(files) <= 1:
         for file in files:
-            yield from _infer(model, file, _decode(model, file))
+            yield from _infer(model, file, decode(file, model.contract))
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="medlite-decode") as pool:
-        pending = collections.deque()
-        it = iter(files)
-        for file in it:  # keep a bounded window of decodes ahead of inference
-            pending.append((file, pool.submit(_decode, model, file)))
-            if len(pending) >= 2 * workers:
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds an interpreter's threads
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    pending: collections.deque = collections.deque()
+    todo = iter(files)
+    try:
+        for file in todo:  # a bounded window of decodes ahead of inference
+            pending.append((file, pool.submit(decode, file, model.contract)))
+            if len(pending) >= 4 * workers:
                 break
         while pending:
             file, fut = pending.popleft()
-            nxt = next(it, None)
+            try:
+                decoded = fut.result()
+            except BrokenProcessPool:
+                # The decoder died on some file in flight: that file fails, the others are decoded again.
+                decoded = (None, "the image decoder crashed on this file (it is corrupt in a way the codec does "
+                                 "not survive); it was skipped")
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(workers, mp_context=ctx)
+                pending = collections.deque((f, pool.submit(decode, f, model.contract)) for f, _ in pending)
+            nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(_decode, model, nxt)))
-            yield from _infer(model, file, fut.result())
+                pending.append((nxt, pool.submit(decode, nxt, model.contract)))
+            yield from _infer(model, file, decoded)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _infer(model: Model, file: str, decoded) -> Iterator[dict]:

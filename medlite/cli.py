@@ -118,7 +118,9 @@ def cmd_convert(args) -> int:
     options = ConvertOptions(variants=variants, n_calibration=args.calibration_images, io_type=args.io_type,
                              max_auc_drop=args.max_auc_drop, allow_drop=args.allow_drop, force=args.force,
                              data_dir=args.data_dir, float_layers=float_layers,
-                             finetune=FineTune(epochs=args.finetune_epochs, sparsity=args.sparsity))
+                             finetune=FineTune(sparsity=args.sparsity, **({"qat_epochs": args.finetune_epochs,
+                                                                           "prune_epochs": args.finetune_epochs}
+                                                                          if args.finetune_epochs else {})))
     manifest = convert_bundle(args.bundle, args.out, options, progress=lambda v: console.print(f"converting {v}"))
     from medlite.convert.pipeline import summary_markdown
 
@@ -352,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--float-layers", default="0", help="int8: keep the N layers with the worst quantization error "
                                                       "in float, or 'auto' for the fewest that meet --max-auc-drop")
-    p.add_argument("--finetune-epochs", type=int, default=3, help="int8-qat and int8-pruned: fine-tuning epochs")
+    p.add_argument("--finetune-epochs", type=int, help="int8-qat and int8-pruned: fine-tuning epochs "
+                                                       "(default 2 for QAT, 3 for pruning)")
     p.add_argument("--sparsity", type=float, default=0.5, help="int8-pruned: fraction of weights pruned to zero")
     p.add_argument("--data-dir", help="where to find the bundle's training data")
     p.set_defaults(func=cmd_convert)
@@ -367,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
     p.add_argument("--threads", type=int, help="CPU interpreter threads")
     p.add_argument("--device", help="Edge TPU: usb, usb:N, pci, pci:N or :N")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (0: decode inline)")
+    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: decode in the main "
+                                                          "process)")
     p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

@@ -8,6 +8,7 @@ import pytest
 
 from medlite.cli import main
 from medlite.edge import datasets
+from medlite.edge.contract import Contract
 from medlite.train.config import TrainConfig, load_config, recipe_families
 from medlite.train.data import stratified_split
 from medlite.train.models import FAMILIES, build
@@ -81,7 +82,7 @@ def test_bundle_round_trip(bundle, data_dir):
 
     b = load_bundle(bundle)
     contract = json.loads((bundle / "contract.json").read_text())
-    assert b.contract.to_dict() == json.loads(b.contract.to_json()) and b.contract.threshold == contract["threshold"]
+    assert b.contract == Contract.from_dict(contract) and b.contract.threshold == contract["threshold"]
     assert b.info["data_sha256"] == datasets.file_hash(data_dir / "pneumoniamnist.npz")
     assert (bundle / "train_log.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,train_auc")
     assert b.model.output_shape == (None, 2)
