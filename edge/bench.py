@@ -46,8 +46,17 @@ def decisions(model: Model, probs: np.ndarray) -> np.ndarray:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux, VmHWM: ru_maxrss survives exec, so a child started by
+    fork and exec would report its parent's peak (TensorFlow's, when a workstation benches)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
 
 
 def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarray, labels: np.ndarray, seed: int):

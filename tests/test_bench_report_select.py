@@ -91,7 +91,8 @@ def test_bench_rows_are_measured(bench_report):
     for r in rows:
         lat = r["latency_ms"]
         assert lat["runs"] == 200 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] and lat["std"] >= 0
-        assert r["peak_rss_mb"] > 10 and r["load_ms"] > 0 and r["first_inference_ms"] > 0
+        # The child that measured it holds LiteRT and the split, never TensorFlow (over 1 GB in this parent).
+        assert 10 < r["peak_rss_mb"] < 500 and r["load_ms"] > 0 and r["first_inference_ms"] > 0
         assert r["throughput_per_s"] > 0
         m = r["metrics"]
         assert m["auc_ci95"][0] < m["auc"] < m["auc_ci95"][1]

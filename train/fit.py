@@ -91,6 +91,8 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     ``progress`` is an optional callable(epoch, epochs, row) for a display.
     """
     keras.utils.set_random_seed(config.seed)
+    # Same seed, same weights: without this, thread scheduling changes reductions from run to run.
+    tf.config.experimental.enable_op_determinism()
     n_classes = len(data.label_names)
     pos = positive_index(data, config)
     tr, va = data.splits["train"], data.splits["val"]
