@@ -18,18 +18,29 @@ class ConversionError(MedliteError, RuntimeError):
     """TensorFlow's converter refused the model; the message names the ops and layers it reported."""
 
 
-def _explain(variant: str, error: Exception) -> str:
+def layers_with_ops(model, op_types: set[str]) -> list[str]:
+    """Names of the traced graph's nodes whose op is in ``op_types``; they carry the Keras layer's name."""
+    spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+    graph_def = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return sorted({n.name for n in nodes if n.op in op_types})
+
+
+def _explain(variant: str, error: Exception, model) -> str:
     text = str(error)
     ops = sorted(set(re.findall(r"'(tfl?\.[A-Za-z0-9_]+)' op", text)))
-    layers = sorted(set(re.findall(r'loc\((?:callsite\()?"([^"@]+)', text)))[:8]
-    first = next((line.strip() for line in text.splitlines() if "error:" in line), text.strip().splitlines()[0]
-                 if text.strip() else type(error).__name__)
+    try:
+        layers = layers_with_ops(model, {op.split(".", 1)[1] for op in ops})[:8]
+    except Exception:  # naming the layer is a courtesy; the converter's own message still stands
+        layers = []
+    found = re.search(r"error: (.+)", text)
+    first = found.group(1).strip() if found else (text.strip().splitlines() or [type(error).__name__])[0]
     what = "quantize" if VARIANTS[variant].calibrated or variant == "dynamic" else "convert"
     parts = [f"TensorFlow's converter could not {what} the model as {variant}"]
     if ops:
         parts.append(f"op(s) {', '.join(ops)}")
     if layers:
-        parts.append(f"at layer(s) {', '.join(layers)}")
+        parts.append(f"in {', '.join(layers)}")
     return "; ".join(parts) + f": {first[:400]}"
 
 
@@ -80,4 +91,4 @@ def convert(model, variant: str, *, calibration: np.ndarray | None = None, n_cal
     try:
         return bytes(c.convert())
     except Exception as e:  # the converter raises ConverterError and others; the model is what is wrong
-        raise ConversionError(_explain(variant, e)) from None
+        raise ConversionError(_explain(variant, e, model)) from None

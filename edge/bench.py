@@ -120,9 +120,16 @@ def summarize(t: np.ndarray) -> dict:
 
 def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = None,
           threads_list: list[int | None] = (None,), runs: int = 200, seed: int = 0, progress=None) -> tuple[list, dict]:
-    """Report rows for every model x usable backend x thread count, and the backends that were skipped."""
+    """Report rows for every model x usable backend x thread count, and the backends that were skipped.
+
+    A thread count of None means one thread.
+    """
     if runs < 1:
         raise ValueError("runs must be at least 1")
+    # An explicit count, so every row says what it ran with. One thread by default: on a small shared
+    # machine a second XNNPACK thread competes with everything else, and repeated runs then disagree by
+    # tens of percent (benchmarks/RESULTS.md); ask for more with threads_list.
+    threads_list = [t or 1 for t in threads_list]
     combos, skipped = [], {}
     for p in paths:
         usable, why = backends_for(p, backend_names)

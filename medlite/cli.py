@@ -33,18 +33,22 @@ def _console():
     return Console(stderr=True)
 
 
+def _variants(text: str) -> list[str]:
+    from medlite.edge.variants import parse_variants
+
+    try:
+        return parse_variants(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 # demo ------------------------------------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
     _needs_train()
     from medlite.demo import run_demo
 
-    from medlite.edge.variants import parse_variants
-
-    try:
-        variants = parse_variants(args.variants)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    variants = _variants(args.variants)
     run_demo(args.out, data=args.data, data_dir=args.data_dir, epochs=args.epochs, runs=args.runs,
              threads=args.threads, variants=variants)
     return EXIT_OK
@@ -100,15 +104,11 @@ def cmd_train(args) -> int:
 
 def cmd_convert(args) -> int:
     _needs_train()
-    from medlite.convert.pipeline import ConvertOptions, convert_bundle
-    from medlite.edge.variants import parse_variants
-
-    try:
-        variants = parse_variants(args.variants)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    console = _console()
     from medlite.convert.finetune import FineTune
+    from medlite.convert.pipeline import ConvertOptions, convert_bundle
+
+    variants = _variants(args.variants)
+    console = _console()
 
     float_layers = args.float_layers
     if float_layers != "auto" and not float_layers.isdigit():
@@ -151,7 +151,9 @@ def cmd_predict(args) -> int:
     for a in model.attempts:
         if not a.ok:
             console.print(f"[dim]backend {a.backend} not used: {a.reason}")
-    console.print(f"model {args.model} on [bold]{model.backend}[/]; {len(files)} file(s)")
+    from medlite.edge.backends.litert import runtime
+
+    console.print(f"model {args.model} on [bold]{model.backend}[/] ({runtime()}); {len(files)} file(s)")
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     counts = {"ok": 0, "error": 0}
     labels: dict[str, int] = {}
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="medlite-out", help="output folder (default ./medlite-out)")
     p.add_argument("--epochs", type=int, help="cap the training epochs (default: the recipe's)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
-    p.add_argument("--threads", type=int, help="CPU interpreter threads (default: LiteRT's)")
+    p.add_argument("--threads", type=int, help="CPU interpreter threads for the bench (default 1)")
     p.add_argument("--variants", default="all", help="variants to convert and measure (default all)")
     p.set_defaults(func=cmd_demo)
 
@@ -384,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split to measure on (default test)")
     p.add_argument("--backend", choices=("all", *BACKENDS), default="all",
                    help="default all: every backend that can run each model here")
-    p.add_argument("--threads", type=int, action="append", help="CPU thread count; repeat for several")
+    p.add_argument("--threads", type=int, action="append", help="CPU thread count; repeat for several "
+                                                                 "(default 1: the stable figure on a shared machine)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (at least 200)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.csv")
     p.set_defaults(func=cmd_bench)

@@ -174,3 +174,36 @@ def test_compiler_log_is_parsed_and_compared():
                       {"op": "ELU", "edgetpu": False}, {"op": "SOFTMAX", "edgetpu": False}]}
     assert edgetpu_readiness.compare_with_compiler(static, rows) == [
         "SOFTMAX: predicted 0 on the Edge TPU, compiler mapped 1"]
+
+
+def test_op_that_cannot_be_converted_is_named_with_its_layer(data_dir):
+    from medlite.convert.export import ConversionError, convert
+    from medlite.edge import datasets
+    from medlite.train.tf import keras, tf
+
+    L = keras.layers
+    inp = keras.Input((28, 28, 1))
+    x = L.Conv2D(4, 3, name="conv_a")(inp)
+    x = L.Lambda(lambda t: tf.math.cumprod(t, axis=1), name="running_product")(x)  # no TFLite kernel
+    out = L.Softmax()(L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+    model = keras.Model(inp, out)
+    images = datasets.load("pneumoniamnist", data_dir).splits["train"].images[:20, :, :, None] / np.float32(255)
+    with pytest.raises(ConversionError) as e:
+        convert(model, "int8", calibration=images, n_calibration=20)
+    msg = str(e.value)
+    assert "could not quantize the model as int8" in msg and "tf.Cumprod" in msg and "running_product" in msg
+
+
+def test_float_layers_auto(tiny_bundle, tmp_path, data_dir, monkeypatch):
+    import medlite.convert.pipeline as pipeline
+
+    ok = convert_bundle(tiny_bundle, tmp_path / "a", ConvertOptions(
+        variants=["int8"], n_calibration=50, data_dir=str(data_dir), float_layers="auto", max_auc_drop=1.0))
+    assert ok["variants"][1]["flags"]["float_layers"] == []  # int8 already within budget: nothing kept in float
+    monkeypatch.setattr(pipeline, "MAX_AUTO_FLOAT_LAYERS", 2)
+    # A budget no model can meet (AUC must rise by 1): auto tries 0, 1, 2 float layers, keeps 2 and says so.
+    none = convert_bundle(tiny_bundle, tmp_path / "b", ConvertOptions(
+        variants=["int8"], n_calibration=50, data_dir=str(data_dir), float_layers="auto", max_auc_drop=-1.0,
+        allow_drop=True))
+    e = none["variants"][1]
+    assert len(e["flags"]["float_layers"]) == 2 and "no count up to 2 float layers" in e["float_layers_note"]

@@ -15,7 +15,7 @@ def test_demo_writes_report_with_fp32_and_int8_rows(demo):
     rows = {r["variant"]: r for r in report["rows"]}
     assert set(rows) == {"fp32", "int8"}
     for r in rows.values():
-        assert r["backend"] == "cpu"
+        assert r["backend"] == "cpu" and r["threads"] >= 1
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["mean"] > 0
         assert r["load_ms"] > 0 and r["size_bytes"] > 0

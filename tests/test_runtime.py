@@ -1,5 +1,6 @@
 """The runtime: backend chain and fallback reasons, results, thread safety, and `medlite predict`."""
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -84,8 +85,8 @@ def test_prediction_record(int8_model, data_dir):
     assert p.positive == (p.scores["pneumonia"] >= p.threshold)
     assert p.label == ("pneumonia" if p.positive else "normal")
     assert p.backend == "cpu" and p.latency_ms > 0 and p.model_sha256 == model.sha256
-    with pytest.raises(Exception):
-        p.label = "x"  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.label = "x"
     json.dumps(p.to_dict())
 
 
@@ -168,3 +169,17 @@ def test_worker_pool_gives_the_same_records_as_sequential(int8_model, dicom_dir)
     files = [str(f) for f in sorted(dicom_dir.glob("*.dcm"))] * 3
     strip = lambda recs: [{k: v for k, v in r.items() if k != "latency_ms"} for r in recs]  # noqa: E731
     assert strip(batch.run(model, files, workers=2)) == strip(batch.run(model, files, workers=0))
+
+
+def test_gpu_reason_names_the_import_failure(monkeypatch, int8_model):
+    import sys
+
+    gpu.probe.cache_clear()
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.compiled_model", None)  # as when ml_dtypes is missing
+    try:
+        ok, why = gpu.is_available(str(int8_model))
+        assert not ok and "CompiledModel API cannot be imported" in why
+        model = load(int8_model)
+        assert model.backend == "cpu" and "cannot be imported" in model.attempts[1].reason
+    finally:
+        gpu.probe.cache_clear()

@@ -57,7 +57,7 @@ def _augmenter(config: TrainConfig, seed: int):
     return keras.Sequential(layers, name="augment") if layers else None
 
 
-def _dataset(x, y, n_classes, weights, config: TrainConfig):
+def make_dataset(x, y, n_classes, weights, config: TrainConfig):
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     sw = weights[y].astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, onehot, sw))
@@ -103,7 +103,7 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   weighted_metrics=["accuracy"])
-    ds = _dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, config.class_weights), config)
+    ds = make_dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, config.class_weights), config)
     yv = np.eye(n_classes, dtype=np.float32)[va.y]
     # Train AUC is measured on a fixed unaugmented subset, so the log stays cheap on big sets.
     sub = np.random.default_rng(config.seed).permutation(len(tr.x))[:2000]

@@ -27,8 +27,9 @@ def _static_reason() -> str:
     """Why the GPU accelerator cannot work here, found without touching it; "" when it may."""
     try:
         import ai_edge_litert.compiled_model  # noqa: F401
-    except ImportError:
-        return "LiteRT's CompiledModel API is not installed (needs ai-edge-litert 2.x, not tflite-runtime)"
+    except ImportError as e:
+        return (f"LiteRT's CompiledModel API cannot be imported ({e}); it needs ai-edge-litert 2.x "
+                "(not tflite-runtime) and ml_dtypes")
     if platform.machine() in ("aarch64", "arm64") and platform.system() == "Linux":
         try:
             with open("/proc/cpuinfo") as f:

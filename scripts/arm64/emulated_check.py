@@ -90,9 +90,13 @@ def predict_x86(model: Path, images: Path, out: Path):
 def predict_arm(root: Path, site: Path, model: Path, images: Path, out: Path, *args):
     env = {**os.environ, "QEMU_CPU": "cortex-a72", "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"}
     python = [shutil.which("qemu-aarch64-static"), "-L", root, root / "usr" / "bin" / "python3.11"]
+    # Started outside the checkout: `python -m` puts the current folder first on sys.path, and the checkout's
+    # medlite/ folder would shadow the installed wheel.
+    cwd = root.parent
     if args:
-        return sh(*python, "-m", "medlite", *args, env=env, capture_output=True, text=True)
-    sh(*python, "-m", "medlite", "predict", model, images, "--quiet", "--backend", "cpu", "--out", out, env=env)
+        return sh(*python, "-m", "medlite", *args, env=env, capture_output=True, text=True, cwd=cwd)
+    sh(*python, "-m", "medlite", "predict", model, images, "--quiet", "--backend", "cpu", "--out", out, env=env,
+       cwd=cwd)
 
 
 def load(path: Path) -> dict:
