@@ -80,6 +80,33 @@ def overhead(path: Path, calls: int, threads: int | None) -> dict:
     return {"model": path.name, "raw_us": r, "medlite_us": m, "ratio": m / r, "added_us": m - r}
 
 
+def breakdown(path: Path, calls: int) -> dict:
+    """Where the added time goes: raw calls, the backend session, Model.run, predict_input (same interpreter)."""
+    model = load(path, backend="cpu")
+    (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
+    x = model.prepare(frame)
+    raw = model._session._interp
+    i_in, i_out = raw.get_input_details()[0]["index"], raw.get_output_details()[0]["index"]
+
+    def raw_call():
+        raw.set_tensor(i_in, x)
+        raw.invoke()
+        raw.get_tensor(i_out)
+
+    steps = {"raw": raw_call, "session.run": lambda: model._session.run(x), "Model.run": lambda: model.run(x),
+             "predict_input": lambda: model.predict_input(x)}
+    for _ in range(50):
+        for f in steps.values():
+            f()
+    times = {k: [] for k in steps}
+    for k in range(calls):
+        for name, f in list(steps.items())[:: 1 if k % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
+
+
 def folder_run(model_path: Path, dicom_dir: Path, copies: int) -> dict:
     """`medlite predict` on a folder, as a user runs it: a fresh process each time, pool against sequential."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +153,9 @@ def main():
             r = overhead(m, args.calls, args.threads)
             print(f"| {r['model']} | {r['raw_us']:.1f} | {r['medlite_us']:.1f} | {r['ratio']:.3f} | "
                   f"{r['added_us']:+.1f} |", flush=True)
+        b = breakdown(models[1], args.calls)
+        print(f"\nbreakdown on {models[1].name}, medians of {args.calls} calls (us): " +
+              ", ".join(f"{k} {v:.1f} ({v - b['raw']:+.1f})" for k, v in b.items()))
         f = folder_run(models[-1], data_dir / "dicom", copies=50)
         seq = " / ".join(f"{t:.2f} s" for t in f["sequential_s"])
         pool = " / ".join(f"{t:.2f} s" for t in f["pool_s"])

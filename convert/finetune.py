@@ -13,7 +13,7 @@ import numpy as np
 from medlite.train.bundle import Bundle
 from medlite.train.data import TrainingData
 from medlite.train.fit import make_dataset, class_weights
-from medlite.train.tf import keras
+from medlite.train.tf import keras, tf
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,9 @@ def pruned(bundle: Bundle, data: TrainingData, options: FineTune):
 
 def fine_tune(bundle: Bundle, data: TrainingData, variant: str, options: FineTune | None = None):
     options = options or FineTune()
-    keras.utils.set_random_seed(bundle.config.seed)  # repeatable, like the training it continues
+    # Repeatable, like the training it continues: same seed, deterministic ops.
+    keras.utils.set_random_seed(bundle.config.seed)
+    tf.config.experimental.enable_op_determinism()
     if variant == "int8-qat":
         return quantization_aware(bundle, data, options)
     if variant == "int8-pruned":

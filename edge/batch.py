@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import glob
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,8 @@ from medlite.edge.frames import Frame
 from medlite.edge.preprocess import prepare, quantize
 from medlite.edge.readers import SUFFIXES, read
 from medlite.edge.runtime import Model
+
+log = logging.getLogger("medlite")
 
 
 def expand(inputs: Iterable[str]) -> tuple[list[str], list[dict]]:
@@ -83,14 +86,41 @@ def decode(file: str, contract: Contract):
         return None, f"could not be read ({type(e).__name__}: {e})"
 
 
+def _ready() -> bool:
+    return True
+
+
+def _start_pool(workers: int, ctx) -> ProcessPoolExecutor | None:
+    """A started pool, or None (with a warning) when worker processes cannot start here."""
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        pool.submit(_ready).result(timeout=120)
+        return pool
+    except Exception as e:  # BrokenProcessPool, a timeout, an OSError from a sandbox
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("decoding worker processes could not start (%s); decoding in the main process instead",
+                    type(e).__name__)
+        return None
+
+
+def _isolated(file: str, contract: Contract, ctx):
+    """Decode one file in a single-use process: the way to tell a file that kills its decoder."""
+    with ProcessPoolExecutor(1, mp_context=ctx) as one:
+        try:
+            return one.submit(decode, file, contract).result()
+        except BrokenProcessPool:
+            return None, ("the image decoder crashed on this file (it is corrupt in a way the codec does not "
+                          "survive); it was skipped")
+
+
 def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
     """One record per frame or failure, in input order. ``workers=0`` decodes in this process."""
-    if workers <= 0 or len(files) <= 1:
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds an interpreter's threads
+    pool = _start_pool(workers, ctx) if workers > 0 and len(files) > 1 else None
+    if pool is None:
         for file in files:
             yield from _infer(model, file, decode(file, model.contract))
         return
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds an interpreter's threads
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
     pending: collections.deque = collections.deque()
     todo = iter(files)
     try:
@@ -103,9 +133,9 @@ def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
             try:
                 decoded = fut.result()
             except BrokenProcessPool:
-                # The decoder died on some file in flight: that file fails, the others are decoded again.
-                decoded = (None, "the image decoder crashed on this file (it is corrupt in a way the codec does "
-                                 "not survive); it was skipped")
+                # A worker died on one of the files in flight: retry this one alone to learn whether it is the
+                # culprit, then carry on with a fresh pool (a later culprit breaks it again and is found the same way).
+                decoded = _isolated(file, model.contract, ctx)
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = ProcessPoolExecutor(workers, mp_context=ctx)
                 pending = collections.deque((f, pool.submit(decode, f, model.contract)) for f, _ in pending)

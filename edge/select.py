@@ -13,7 +13,8 @@ class Candidate:
     @property
     def name(self) -> str:
         r = self.row
-        threads = f", {r['threads']} threads" if r.get("threads") else ""
+        n = r.get("threads")
+        threads = f", {n} thread{'' if n == 1 else 's'}" if n else ""
         return f"{r['variant']} on {r['backend']}{threads}"
 
 

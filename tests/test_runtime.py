@@ -183,3 +183,18 @@ def test_gpu_reason_names_the_import_failure(monkeypatch, int8_model):
         assert model.backend == "cpu" and "cannot be imported" in model.attempts[1].reason
     finally:
         gpu.probe.cache_clear()
+
+
+def test_folder_run_decodes_inline_when_worker_processes_cannot_start(int8_model, dicom_dir, monkeypatch, caplog):
+    """As in a sandbox, or under user-mode emulation: the workers' interpreter cannot start at all."""
+    import multiprocessing.spawn
+
+    from medlite.edge import batch
+
+    model = load(int8_model)
+    files = [str(f) for f in sorted(dicom_dir.glob("*.dcm"))]
+    monkeypatch.setattr(multiprocessing.spawn, "_python_exe", "/bin/false")
+    with caplog.at_level("WARNING", logger="medlite"):
+        records = list(batch.run(model, files, workers=2))
+    assert [r["status"] for r in records] == ["ok"] * 4
+    assert "could not start" in caplog.text
