@@ -27,10 +27,16 @@ def main() -> int:
     ap.add_argument("--dest", help="keep the wheels here (default: a temporary folder)")
     ap.add_argument("--python-version", default="3.11")
     args = ap.parse_args()
-    dest = Path(args.dest or tempfile.mkdtemp(prefix="medlite-arm64-wheels-"))
+    if args.dest is None:
+        with tempfile.TemporaryDirectory(prefix="medlite-arm64-wheels-") as tmp:
+            return check(Path(tmp), args.python_version)
+    return check(Path(args.dest), args.python_version)
+
+
+def check(dest: Path, python_version: str) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-           "--python-version", args.python_version, "--implementation", "cp", "--dest", str(dest)]
+           "--python-version", python_version, "--implementation", "cp", "--dest", str(dest)]
     for p in PLATFORMS:
         cmd += ["--platform", p]
     missing = []
@@ -45,7 +51,7 @@ def main() -> int:
     not_arm = [w.name for w in wheels if not ("aarch64" in w.name or w.name.endswith("-none-any.whl"))]
     for name in not_arm:
         print(f"NOT ARM  {name}")
-    print(f"{len(wheels)} wheel(s) for linux/arm64, Python {args.python_version}, in {dest}; "
+    print(f"{len(wheels)} wheel(s) for linux/arm64, Python {python_version}; "
           f"{len(missing)} missing")
     return 1 if missing or not_arm else 0
 
