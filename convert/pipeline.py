@@ -22,11 +22,11 @@ from medlite.convert import edgetpu_readiness
 from medlite.convert.contract_writer import embed_contract
 from medlite.convert.export import convert
 from medlite.convert.finetune import FineTune
-from medlite.convert.validate import compare, decisions, predict_prepared
+from medlite.convert.validate import compare, predict_prepared
 from medlite.edge.backends.litert import quantization, runtime
 from medlite.edge.contract import Contract, InputSpec
 from medlite.edge.errors import MedliteError
-from medlite.edge.metrics import choose_threshold, classification_metrics
+from medlite.edge.metrics import choose_threshold, classification_metrics, decisions
 from medlite.edge.runtime import sha256_bytes
 from medlite.edge.variants import REFERENCE, VARIANTS
 from medlite.train.bundle import Bundle, load_bundle
@@ -189,8 +189,7 @@ class _Converter:
         contract = c0.replace(input=input_spec_of(tfl), provenance=provenance)
         probe = self.staging / f".{name}.validating.tflite"
         probe.write_bytes(embed_contract(tfl, contract))
-        pv = predict_prepared(str(probe), val.x)
-        pt = predict_prepared(str(probe), test.x) if test is not None else None
+        pv, pt = predict_prepared(str(probe), val.x, test.x if test is not None else None)
         probe.unlink()
         if self.ref is None:
             ref_t = None

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from medlite.edge.metrics import choose_threshold, classification_metrics
+from medlite.edge.metrics import choose_threshold, classification_metrics, decisions
 from medlite.edge.preprocess import quantize
 from medlite.edge.runtime import load
 
 
-def predict_prepared(path: str, x: np.ndarray, backend: str = "cpu") -> np.ndarray:
-    """Class probabilities for prepared float inputs (N x H x W x C) through medlite.edge."""
+def predict_prepared(path: str, *inputs: np.ndarray | None, backend: str = "cpu") -> list[np.ndarray | None]:
+    """Class probabilities for each set of prepared float inputs (N x H x W x C), one model load for all."""
     model = load(path, backend=backend)
     spec = model.contract.input
-    return np.stack([model.run(quantize(x[i : i + 1], spec))[0] for i in range(len(x))])
-
-
-def decisions(probs: np.ndarray, pos: int | None, threshold: float | None) -> np.ndarray:
-    if pos is not None and threshold is not None:
-        return (probs[:, pos] >= threshold).astype(int)
-    return probs.argmax(1)
+    return [None if x is None else np.stack([model.run(quantize(x[i : i + 1], spec))[0] for i in range(len(x))])
+            for x in inputs]
 
 
 def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref_threshold: float | None,

@@ -19,7 +19,7 @@ import numpy as np
 from medlite.edge import backends
 from medlite.edge.datasets import Split
 from medlite.edge.frames import Frame
-from medlite.edge.metrics import classification_metrics
+from medlite.edge.metrics import classification_metrics, decisions
 from medlite.edge.runtime import Model, load
 
 ROUNDS = 10  # latency runs are split into this many interleaved rounds
@@ -36,13 +36,6 @@ def split_probs(model: Model, split: Split) -> np.ndarray:
     for i, img in enumerate(split.images):
         out[i] = model.run(model.prepare(frame_of(img)))[0]
     return out
-
-
-def decisions(model: Model, probs: np.ndarray) -> np.ndarray:
-    c = model.contract
-    if c.positive_index is not None and c.threshold is not None:
-        return (probs[:, c.positive_index] >= c.threshold).astype(int)
-    return probs.argmax(1)
 
 
 def _peak_rss_mb() -> float:
@@ -75,7 +68,7 @@ def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarr
     if "sensitivity" in metrics:
         metrics["balanced_accuracy"] = (metrics["sensitivity"] + metrics["specificity"]) / 2
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "metrics": metrics,
-            "decisions": decisions(model, probs), "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
+            "decisions": decisions(probs, c.positive_index, c.threshold), "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
             "variant": c.provenance.get("variant", "unknown"), "size_bytes": model.size_bytes,
             "attempts": [{"backend": a.backend, "ok": a.ok, "reason": a.reason} for a in model.attempts]}
 

@@ -29,7 +29,7 @@ def build_report(rows: list[dict], dataset: dict, device: dict, skipped: dict | 
             "skipped_backends": skipped or {}}
 
 
-def _flat(row: dict) -> dict:
+def flat_row(row: dict) -> dict:
     m, lat = row["metrics"], row["latency_ms"]
     return {"variant": row["variant"], "backend": row["backend"], "threads": row["threads"],
             "size_bytes": row["size_bytes"], "load_ms": row["load_ms"], "p50_ms": lat["p50"], "p90_ms": lat["p90"],
@@ -53,7 +53,7 @@ def markdown(report: dict) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["rows"]:
-        f = _flat(r)
+        f = flat_row(r)
         lines.append(
             f"| {f['variant']} | {f['backend']} | {f['threads'] or 'default'} | {f['size_bytes'] / 1024:.1f} | "
             f"{f['p50_ms']:.4f} | {f['p90_ms']:.4f} | {f['p99_ms']:.4f} | {_fmt(f['auc'], '.4f')} | "
@@ -72,7 +72,7 @@ def write_report(report: dict, out: str | Path) -> dict[str, Path]:
         w = csv.DictWriter(f, CSV_FIELDS)
         w.writeheader()
         for r in report["rows"]:
-            w.writerow(_flat(r))
+            w.writerow(flat_row(r))
     return paths
 
 
@@ -86,7 +86,7 @@ def rich_table(report: dict):
         t.add_column(col, justify="left" if col in ("variant", "backend") else "right", no_wrap=True)
     front = {id(r) for r in pareto(report["rows"])}
     for r in sorted(report["rows"], key=lambda r: r["latency_ms"]["p50"]):
-        f = _flat(r)
+        f = flat_row(r)
         t.add_row(f["variant"], f["backend"], str(f["threads"] or "default"), f"{f['size_bytes'] / 1024:.1f}",
                   f"{f['p50_ms']:.4f}", f"{f['p99_ms']:.4f}", _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
                   _fmt(f["specificity"], ".3f"), _fmt(f["agreement_with_fp32"], ".3f"),

@@ -64,8 +64,7 @@ def _config_fields():
 
 def cmd_train(args) -> int:
     _needs_train()
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from medlite.progress import epoch_progress
     from medlite.train.config import DEFAULT_FAMILY, load_config
     from medlite.train.pipeline import train_bundle
 
@@ -76,14 +75,7 @@ def cmd_train(args) -> int:
         overrides["model"] = family
     config = config.updated(**overrides)
     console = _console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"training {config.model}", total=config.epochs)
-
-        def on_epoch(epoch, total, row):
-            bar.update(task, completed=epoch, description=f"training {config.model}: loss {row['loss']:.3f} "
-                                                          f"val AUC {row['val_auc']:.4f}")
-
+    with epoch_progress(console, f"training {config.model}", config.epochs) as on_epoch:
         out, metrics = train_bundle(args.data, config, args.out, data_dir=args.data_dir, progress=on_epoch)
     for split in ("validation", "test"):
         m = metrics.get(split)

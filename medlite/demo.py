@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from medlite.progress import epoch_progress
 
 
 def run_demo(out: str | Path = "medlite-out", *, data: str = "pneumoniamnist", data_dir=None, epochs: int | None = None,
@@ -31,13 +32,7 @@ def run_demo(out: str | Path = "medlite-out", *, data: str = "pneumoniamnist", d
     console.print(f"[bold]1/4 train[/] {config.model} on {data} (up to {config.epochs} epochs, early stop on "
                   "validation AUC)")
     training_data = load_data_for(data, config, data_dir)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("training", total=config.epochs)
-
-        def on_epoch(epoch, total, row):
-            bar.update(task, completed=epoch, description=f"training: val AUC {row['val_auc']:.4f}")
-
+    with epoch_progress(console, "training", config.epochs) as on_epoch:
         bundle, metrics = train_bundle(data, config, out / "bundle", data_dir=data_dir, data=training_data,
                                        progress=on_epoch)
     console.print(f"   bundle {bundle}: validation AUC {metrics['validation']['auc']:.4f}, threshold "

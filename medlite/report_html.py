@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from medlite.edge.report import _flat, pareto
+from medlite.edge.report import flat_row, pareto
 
 
 def _device_name(report: dict) -> str:
@@ -83,7 +83,7 @@ def _table(report: dict) -> str:
     out = ["<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"]
     front = {id(r) for r in pareto(report["rows"])}
     for r in report["rows"]:
-        f, m = _flat(r), r["metrics"]
+        f, m = flat_row(r), r["metrics"]
         ci = m.get("auc_ci95")
         cells = (f["variant"], f["backend"], f["threads"] or "default", f"{f['size_bytes'] / 1024:.1f}",
                  f"{f['load_ms']:.1f}", f"{f['p50_ms']:.4f}", f"{f['p90_ms']:.4f}", f"{f['p99_ms']:.4f}",
