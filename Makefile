@@ -6,31 +6,46 @@ EDGE_VENV := .venv-edge
 # Tests and CI read the real data beside the checkout, never a download.
 SHARED_DATA := $(abspath ../shared/data)
 export MEDLITE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+# medlite installs in setuptools' strict editable mode: a link tree under build/ lays the stages out as
+# medlite/edge, medlite/train, ... so that import graphs and editors follow every import to its file.
+# The tree lists the files that existed when it was made, so it is refreshed before every run.
+STRICT := --config-settings editable_mode=strict
 
-.PHONY: demo test venv edge-venv arm64-lint arm64-resolve arm64-check clean
+.PHONY: demo test venv edge-venv link lint-imports arm64-lint arm64-resolve arm64-check clean
 
 # The full kit: training, conversion, report, tests.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[all]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[all]" $(STRICT)
 	touch $@
 
 # The cart's install: base dependencies only (no TensorFlow), plus pytest.
 $(EDGE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(EDGE_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(EDGE_VENV)/bin/python -m pip install --quiet -e ".[dev]" $(STRICT)
 	touch $@
 
 venv: $(VENV)/.installed
 edge-venv: $(EDGE_VENV)/.installed
 
+# Re-link medlite's files (new modules included) into both environments; dependencies are not touched.
+link: venv edge-venv
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e . $(STRICT)
+	$(EDGE_VENV)/bin/python -m pip install --quiet --no-deps -e . $(STRICT)
+
 demo: venv
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e . $(STRICT)
 	$(VENV)/bin/medlite demo $(DEMO_ARGS)
 
-test: venv edge-venv arm64-lint arm64-resolve
-	MEDLITE_EDGE_PYTHON=$(abspath $(EDGE_VENV))/bin/python $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+# The layers of DESIGN.md, on the import graph of the installed link tree.
+lint-imports: link
+	cd build && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+
+# pytest's own script, not `python -m pytest`: that would put the checkout's root first on sys.path.
+test: link lint-imports arm64-lint arm64-resolve
+	MEDLITE_EDGE_PYTHON=$(abspath $(EDGE_VENV))/bin/python $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The arm64 cart image, checked without a Docker engine: lint, and a linux/arm64 wheel for every package.
 arm64-lint: venv

@@ -11,8 +11,8 @@ import os
 import platform
 from pathlib import Path
 
-from medlite.edge import datasets
-from medlite.edge.bench import bench
+from medlite.measure import datasets
+from medlite.measure.bench import bench
 
 
 def main():

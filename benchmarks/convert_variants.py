@@ -8,7 +8,7 @@ Validation metrics choose each variant's threshold; test metrics are measured at
 import argparse
 
 from medlite.convert.pipeline import ConvertOptions, convert_bundle
-from medlite.edge.variants import NAMES
+from medlite.convert.variants import NAMES
 
 
 def main():

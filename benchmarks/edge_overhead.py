@@ -26,7 +26,8 @@ import numpy as np
 from medlite.convert.contract_writer import embed_contract
 from medlite.convert.export import convert
 from medlite.convert.pipeline import input_spec_of
-from medlite.edge import datasets, load
+from medlite.edge import load
+from medlite.measure import datasets
 from medlite.edge.contract import Contract, InputSpec, Preprocess
 from medlite.edge.preprocess import prepare
 from medlite.edge.readers import read
@@ -122,7 +123,7 @@ def folder_run(model_path: Path, dicom_dir: Path, copies: int) -> dict:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "medlite", "predict", str(model_path), str(folder), "--quiet",
                             "--backend", "cpu", "--workers", str(workers), "--out", str(out)], check=True,
-                           capture_output=True)
+                           capture_output=True, cwd=tmp)
             times[workers].append(time.perf_counter() - t0)
             assert sum(1 for _ in out.open()) == n
     return {"files": n, "sequential_s": times[0], "pool_s": times[2], "speedup": sum(times[0]) / sum(times[2])}

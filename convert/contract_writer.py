@@ -6,7 +6,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from medlite.edge.contract import METADATA_NAME, Contract, read_contract
+from ..edge.contract import METADATA_NAME, Contract, read_contract
 
 
 def embed_contract(tflite: bytes, contract: Contract) -> bytes:

@@ -7,15 +7,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from medlite.edge.errors import MedliteError
-from medlite.edge.variants import VARIANTS
-from medlite.train.tf import tf
+from ..train.tf import tf
+from .errors import ConversionError
+from .variants import VARIANTS
 
 IO_TYPES = ("int8", "uint8")
-
-
-class ConversionError(MedliteError, RuntimeError):
-    """TensorFlow's converter refused the model; the message names the ops and layers it reported."""
+# The variants table names op sets; these are TensorFlow's.
+OPS = {"int8": tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+       "int16x8": tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8}
 
 
 def layers_with_ops(model, op_types: set[str]) -> list[str]:
@@ -35,7 +34,7 @@ def _explain(variant: str, error: Exception, model) -> str:
         layers = []
     found = re.search(r"error: (.+)", text)
     first = found.group(1).strip() if found else (text.strip().splitlines() or [type(error).__name__])[0]
-    what = "quantize" if VARIANTS[variant].calibrated or variant == "dynamic" else "convert"
+    what = "quantize" if VARIANTS[variant].optimize and not VARIANTS[variant].float16 else "convert"
     parts = [f"TensorFlow's converter could not {what} the model as {variant}"]
     if ops:
         parts.append(f"op(s) {', '.join(ops)}")
@@ -66,28 +65,25 @@ def converter_for(model, input_shape) -> "tf.lite.TFLiteConverter":
 
 def convert(model, variant: str, *, calibration: np.ndarray | None = None, n_calibration: int = 300,
             io_type: str = "int8", seed: int = 0) -> bytes:
-    """TFLite bytes of ``model`` as ``variant`` (fp32, fp16, dynamic, int8, int16x8; QAT and pruned
-    models arrive here already fine-tuned and convert as int8)."""
+    """TFLite bytes of ``model`` as ``variant``, with the converter settings of its entry in the variants table
+    (QAT and pruned models arrive here already fine-tuned)."""
     v = VARIANTS[variant]
     if io_type not in IO_TYPES:
         raise ValueError(f"integer input/output type must be one of {IO_TYPES}, got {io_type!r}")
     c = converter_for(model, model.input_shape[1:])
-    if variant == "fp16":
+    if v.optimize:
         c.optimizations = [tf.lite.Optimize.DEFAULT]
+    if v.float16:
         c.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic":
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif v.calibrated:
+    if v.calibrated:
         if calibration is None:
             raise ValueError(f"variant {variant} needs calibration images from the training data")
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
         c.representative_dataset = representative(calibration, n_calibration, seed)
-        if variant == "int16x8":
-            c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        else:
-            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            c.inference_input_type = tf.int8 if io_type == "int8" else tf.uint8
-            c.inference_output_type = c.inference_input_type
+    if v.ops != "builtins":
+        c.target_spec.supported_ops = [OPS[v.ops]]
+    if v.integer:
+        c.inference_input_type = tf.int8 if io_type == "int8" else tf.uint8
+        c.inference_output_type = c.inference_input_type
     try:
         return bytes(c.convert())
     except Exception as e:  # the converter raises ConverterError and others; the model is what is wrong

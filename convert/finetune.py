@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medlite.train.bundle import Bundle
-from medlite.train.data import TrainingData
-from medlite.train.fit import make_dataset, class_weights
-from medlite.train.tf import keras, tf
+from ..train.bundle import Bundle
+from ..train.data import TrainingData
+from ..train.fit import make_dataset, class_weights
+from ..train.tf import keras, tf
 
 
 @dataclass(frozen=True)
@@ -83,16 +83,26 @@ def pruned(bundle: Bundle, data: TrainingData, options: FineTune):
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
-def fine_tune(bundle: Bundle, data: TrainingData, variant: str, options: FineTune | None = None):
+FINE_TUNERS = {"quantization_aware": quantization_aware, "pruned": pruned}  # the variants table names these
+
+
+def settings(kind: str, options: FineTune) -> dict:
+    """The fine-tuning settings a variant's manifest entry records."""
+    if kind == "quantization_aware":
+        return {"finetune_epochs": options.qat_epochs, "finetune_learning_rate": options.qat_learning_rate}
+    return {"finetune_epochs": options.prune_epochs, "finetune_learning_rate": options.prune_learning_rate,
+            "target_sparsity": options.sparsity}
+
+
+def fine_tune(bundle: Bundle, data: TrainingData, kind: str, options: FineTune | None = None):
+    """The bundle's model fine-tuned by ``kind`` (a variant's ``fine_tune``)."""
+    if kind not in FINE_TUNERS:
+        raise ValueError(f"no fine-tuning named {kind!r} (known: {', '.join(FINE_TUNERS)})")
     options = options or FineTune()
     # Repeatable, like the training it continues: same seed, deterministic ops.
     keras.utils.set_random_seed(bundle.config.seed)
     tf.config.experimental.enable_op_determinism()
-    if variant == "int8-qat":
-        return quantization_aware(bundle, data, options)
-    if variant == "int8-pruned":
-        return pruned(bundle, data, options)
-    raise ValueError(f"variant {variant} needs no fine-tuning")
+    return FINE_TUNERS[kind](bundle, data, options)
 
 
 def sparsity_of(model) -> float:

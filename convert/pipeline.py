@@ -17,27 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
-from medlite._version import __version__
-from medlite.convert import edgetpu_readiness
-from medlite.convert.contract_writer import embed_contract
-from medlite.convert.export import convert
-from medlite.convert.finetune import FineTune
-from medlite.convert.validate import compare, predict_prepared
-from medlite.edge.backends.litert import quantization, runtime
-from medlite.edge.contract import Contract, InputSpec
-from medlite.edge.errors import MedliteError
-from medlite.edge.metrics import choose_threshold, classification_metrics, decisions
-from medlite.edge.runtime import sha256_bytes
-from medlite.edge.variants import REFERENCE, VARIANTS
-from medlite.train.bundle import Bundle, load_bundle
-from medlite.train.data import TrainingData
-from medlite.train.pipeline import load_data_for
+from ..edge.backends.litert import quantization, runtime
+from ..edge.contract import Contract, InputSpec
+from ..edge.decision import decide
+from ..edge.errors import MedliteError
+from ..edge.metrics import choose_threshold, classification_metrics
+from ..edge.runtime import sha256_bytes
+from ..edge.version import __version__
+from ..train.bundle import Bundle, load_bundle
+from ..train.data import TrainingData
+from ..train.pipeline import load_data_for
+from . import edgetpu_readiness
+from .contract_writer import embed_contract
+from .errors import ConvertError
+from .export import convert
+from .finetune import FineTune
+from .validate import compare, predict_prepared
+from .variants import REFERENCE, VARIANTS
 
 MAX_AUTO_FLOAT_LAYERS = 8  # --float-layers auto gives up beyond this many float layers
-
-
-class ConvertError(MedliteError, RuntimeError):
-    pass
 
 
 @dataclass
@@ -124,7 +122,7 @@ class _Converter:
         self.pos = self.contract.positive_index
         self.cfg = bundle.config
         self.source_sha = bundle.model_sha256
-        self.ref = None  # fp32's validation and test probabilities and threshold
+        self.ref = None  # the reference's validation and test probabilities and its contract (with threshold)
         self.readiness_md: list[str] = []
 
     def _say(self, text: str):
@@ -132,8 +130,9 @@ class _Converter:
             self.progress(text)
 
     def run(self) -> dict:
-        wanted = list(dict.fromkeys([REFERENCE, *self.options.variants]))  # fp32 is always the reference
-        entries = [self._variant(name) for name in wanted]
+        # The reference comes first, always: every other variant is validated against its scores and decisions.
+        others = [n for n in dict.fromkeys(self.options.variants) if n != REFERENCE]
+        entries = [self._variant(name) for name in (REFERENCE, *others)]
         if self.readiness_md:
             (self.staging / "edgetpu.md").write_text("# Edge TPU readiness\n\n" + "\n".join(self.readiness_md))
         c = self.contract
@@ -151,23 +150,19 @@ class _Converter:
         flags: dict = {"io_type": opts.io_type if v.integer else "float32",
                        "n_calibration": opts.n_calibration if v.calibrated else 0}
         extra: dict = {}
-        if v.fine_tuned:
-            from medlite.convert.finetune import fine_tune, sparsity_of
+        if v.fine_tune:
+            from .finetune import fine_tune, settings, sparsity_of
 
-            model = fine_tune(self.bundle, self.data, name, opts.finetune)
-            ft = opts.finetune
-            if name == "int8-qat":
-                flags.update(finetune_epochs=ft.qat_epochs, finetune_learning_rate=ft.qat_learning_rate)
-            if name == "int8-pruned":
-                flags.update(finetune_epochs=ft.prune_epochs, finetune_learning_rate=ft.prune_learning_rate)
-                flags["target_sparsity"] = opts.finetune.sparsity
+            model = fine_tune(self.bundle, self.data, v.fine_tune, opts.finetune)
+            flags.update(settings(v.fine_tune, opts.finetune))
+            if v.fine_tune == "pruned":
                 extra["sparsity"] = sparsity_of(model)
         tfl = convert(model, name, calibration=self.data.splits["train"].x, n_calibration=opts.n_calibration,
                       io_type=opts.io_type, seed=opts.seed)
         seconds = time.perf_counter() - t0
         run = self._validate(name, tfl)
-        if name == "int8":
-            run, flags, extra = self._int8_layers(model, run, flags, extra)
+        if v.layer_errors:
+            run, flags, extra = self._float_layers(name, model, run, flags, extra)
         path = self.staging / f"{name}.tflite"
         path.write_bytes(run.blob)
         entry = {
@@ -187,30 +182,33 @@ class _Converter:
         provenance = {**c0.provenance, "medlite_version": __version__, "variant": name,
                       "source_model_sha256": self.source_sha}
         contract = c0.replace(input=input_spec_of(tfl), provenance=provenance)
-        probe = self.staging / f".{name}.validating.tflite"
-        probe.write_bytes(embed_contract(tfl, contract))
-        pv, pt = predict_prepared(str(probe), val.x, test.x if test is not None else None)
-        probe.unlink()
-        if self.ref is None:
-            ref_t = None
-            if self.pos is not None:
-                ref_t = choose_threshold(val.y == self.pos, pv[:, self.pos], self.cfg.operating_point,
-                                         self.cfg.target_sensitivity)
-            self.ref = {"val": pv, "test": pt, "threshold": ref_t}
-        threshold, vm = compare(val.y, pv, self.ref["val"], self.ref["threshold"], self.pos,
-                                self.cfg.operating_point, self.cfg.target_sensitivity, self.options.seed)
+        pv, pt = predict_prepared(embed_contract(tfl, contract), val.x, test.x if test is not None else None)
+        if VARIANTS[name].reference:
+            self.ref = {"val": pv, "test": pt, "contract": contract.replace(threshold=self._threshold(val.y, pv))}
+        elif self.ref is None:
+            raise RuntimeError(f"{name} was validated before the reference variant {REFERENCE}")
+        ref = self.ref["contract"]
+        threshold, vm = compare(val.y, pv, self.ref["val"], ref, self.cfg.operating_point,
+                                self.cfg.target_sensitivity, self.options.seed)
         tm = None
         if test is not None:
             # Test metrics at the threshold chosen on validation, never re-chosen on test.
             tm = classification_metrics(test.y, pt, self.pos, threshold, seed=self.options.seed)
-            tm["agreement_with_fp32"] = float((decisions(pt, self.pos, threshold) ==
-                                               decisions(self.ref["test"], self.pos, self.ref["threshold"])).mean())
+            tm["agreement_with_fp32"] = float((decide(pt, ref.replace(threshold=threshold)) ==
+                                               decide(self.ref["test"], ref)).mean())
         blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm))
         return _Run(blob, threshold, vm, tm, pv)
 
-    def _int8_layers(self, model, run: _Run, flags: dict, extra: dict):
+    def _threshold(self, y: np.ndarray, probs: np.ndarray) -> float | None:
+        """The operating point of the recipe, chosen on ``y``; None for a multi-class model."""
+        if self.pos is None:
+            return None
+        return choose_threshold(y == self.pos, probs[:, self.pos], self.cfg.operating_point,
+                                self.cfg.target_sensitivity)
+
+    def _float_layers(self, name: str, model, run: _Run, flags: dict, extra: dict):
         """The per-layer error table, and the worst layers kept in float when asked (or needed, for auto)."""
-        from medlite.convert.quant_debug import int8_with_float_layers, layer_errors
+        from .quant_debug import int8_with_float_layers, layer_errors
 
         opts = self.options
         calibration = self.data.splits["train"].x
@@ -226,8 +224,8 @@ class _Converter:
                 chosen = run
             else:
                 names = [e["tensor"] for e in errors[:k]]
-                self._say(f"int8 with {k} layer(s) in float")
-                chosen = self._validate("int8", int8_with_float_layers(model, calibration, names, opts.n_calibration,
+                self._say(f"{name} with {k} layer(s) in float")
+                chosen = self._validate(name, int8_with_float_layers(model, calibration, names, opts.n_calibration,
                                                                        opts.seed))
             if opts.float_layers != "auto" or -chosen.val["auc_change"] <= opts.max_auc_drop:
                 flags["float_layers"] = [e["tensor"] for e in errors[:k]]

@@ -7,8 +7,8 @@ import io
 
 import numpy as np
 
-from medlite.convert.export import converter_for, representative
-from medlite.train.tf import tf
+from ..train.tf import tf
+from .export import converter_for, representative
 
 
 def _debugger(model, calibration: np.ndarray, n: int, seed: int, denylist=()):

@@ -4,37 +4,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from medlite.edge.metrics import choose_threshold, classification_metrics, decisions
-from medlite.edge.preprocess import quantize
-from medlite.edge.runtime import load
+from ..edge.contract import Contract
+from ..edge.decision import decide
+from ..edge.metrics import choose_threshold, classification_metrics
+from ..edge.preprocess import quantize
+from ..edge.runtime import load
 
 
-def predict_prepared(path: str, *inputs: np.ndarray | None, backend: str = "cpu") -> list[np.ndarray | None]:
+def predict_prepared(model_bytes: bytes, *inputs: np.ndarray | None, backend: str = "cpu") -> list[np.ndarray | None]:
     """Class probabilities for each set of prepared float inputs (N x H x W x C), one model load for all."""
-    model = load(path, backend=backend)
+    model = load(model_bytes, backend=backend)
     spec = model.contract.input
     return [None if x is None else np.stack([model.run(quantize(x[i : i + 1], spec))[0] for i in range(len(x))])
             for x in inputs]
 
 
-def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref_threshold: float | None,
-            pos: int | None, policy: str, target: float, seed: int = 0) -> tuple[float | None, dict]:
-    """Re-choose this variant's threshold on ``y`` and measure it against the fp32 reference.
+def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref: Contract, policy: str, target: float,
+            seed: int = 0) -> tuple[float | None, dict]:
+    """Re-choose this variant's threshold on ``y`` and measure it against the reference's scores and contract.
 
     Returns (threshold, metrics) with auc, the rates at the threshold, agreement_with_fp32 and the
     mean and max absolute score difference.
     """
+    pos = ref.positive_index
     threshold = None
     if pos is not None:
         threshold = choose_threshold(y == pos, probs[:, pos], policy, target)
     metrics = classification_metrics(y, probs, pos, threshold, seed=seed)
-    ref = classification_metrics(y, ref_probs, pos, ref_threshold, ci=False)
+    ref_metrics = classification_metrics(y, ref_probs, pos, ref.threshold, ci=False)
     diff = np.abs(probs - ref_probs)
     metrics.update({
-        "agreement_with_fp32": float((decisions(probs, pos, threshold) == decisions(ref_probs, pos, ref_threshold))
+        "agreement_with_fp32": float((decide(probs, ref.replace(threshold=threshold)) == decide(ref_probs, ref))
                                      .mean()),
         "score_diff_mean": float(diff.mean()),
         "score_diff_max": float(diff.max()),
-        "auc_change": float(metrics["auc"] - ref["auc"]),
+        "auc_change": float(metrics["auc"] - ref_metrics["auc"]),
     })
     return threshold, metrics

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medlite.edge.contract import Contract
-from medlite.edge.errors import MedliteError
-from medlite.edge.frames import Frame
-from medlite.edge.preprocess import prepare, quantize
-from medlite.edge.readers import SUFFIXES, read
-from medlite.edge.runtime import Model
+from .contract import Contract
+from .errors import MedliteError
+from .frames import Frame
+from .preprocess import prepare, quantize
+from .readers import SUFFIXES, read
+from .runtime import Model
 
 log = logging.getLogger("medlite")
 
@@ -59,17 +59,6 @@ def _looks_like_image(p: Path) -> bool:
 
 def error_record(file: str, error: str) -> dict:
     return {"file": file, "status": "error", "error": error}
-
-
-def ok_record(p) -> dict:
-    rec = {"file": p.file, "status": "ok", "label": p.label, "scores": p.scores, "positive": p.positive,
-           "score": p.score, "threshold": p.threshold, "backend": p.backend, "latency_ms": p.latency_ms,
-           "model_sha256": p.model_sha256}
-    if p.frame is not None:
-        rec["frame"] = p.frame
-    if p.sop_instance_uid:
-        rec["sop_instance_uid"] = p.sop_instance_uid
-    return rec
 
 
 def decode(file: str, contract: Contract):
@@ -154,4 +143,4 @@ def _infer(model: Model, file: str, decoded) -> Iterator[dict]:
         return
     for frame, x in frames:
         scores, ms = model.run(x)
-        yield ok_record(model.decide(scores, ms, frame))
+        yield model.result(scores, ms, frame).record()

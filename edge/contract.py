@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from medlite.edge.errors import ModelError
-from medlite.edge.tflite_file import check_model_bytes
+from .errors import ModelError
+from .tflite_file import check_model_bytes
 
 METADATA_NAME = "medlite.contract"
 SCHEMA = 1

@@ -34,8 +34,8 @@ def version_of(dist: str) -> str | None:
 
 def device_info() -> dict:
     """Machine, CPU, cores, OS and runtime versions; what a report's header needs."""
-    from medlite._version import __version__
-    from medlite.edge.backends.litert import runtime
+    from .version import __version__
+    from .backends.litert import runtime
 
     cpu, flags = _cpuinfo()
     try:

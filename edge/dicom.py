@@ -11,9 +11,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-from medlite.edge.contract import Preprocess
-from medlite.edge.errors import InputError
-from medlite.edge.frames import Frame
+from .contract import Preprocess
+from .errors import InputError
+from .frames import Frame
 
 GREY = ("MONOCHROME1", "MONOCHROME2")
 # pydicom returns these as RGB (YBR_FULL* converted, YBR_RCT/ICT decoded to RGB by the JPEG 2000 codec).

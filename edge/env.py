@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
-from medlite.edge import backends
-from medlite.edge.device import device_info, version_of
+from . import backends
+from .backends.session import Options
+from .device import device_info, version_of
 
 PACKAGES = ("medlite", "ai-edge-litert", "tflite-runtime", "numpy", "opencv-python-headless", "pydicom",
             "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "python-gdcm", "rich", "tensorflow")
@@ -31,16 +33,14 @@ def environment(model: str | None = None) -> dict:
     info = {"python": platform.python_version(), "packages": {p: version_of(p) for p in PACKAGES}}
     info["device"] = device_info()
     info["dicom_decoders"] = decoders()
+    options = Options(path=model if model and os.path.isfile(model) else None)
     status = {}
     for b in backends.CHAIN:
-        if b is backends.gpu:
-            ok, reason = b.is_available(model)
-        else:
-            ok, reason = b.is_available()
+        ok, reason = b.is_available(options)
         status[b.NAME] = {"available": ok, "reason": reason}
     info["backends"] = status
     if model:
-        from medlite.edge.runtime import load
+        from .runtime import load
 
         try:
             m = load(model)

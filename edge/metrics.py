@@ -72,14 +72,6 @@ def threshold_youden(y_true, score) -> float:
     return float(candidates[int(np.argmax(sens + spec))])
 
 
-def decisions(probs, positive_index: int | None, threshold: float | None) -> np.ndarray:
-    """Class decisions: positive when its score meets the threshold (binary), else the highest score."""
-    p = np.asarray(probs)
-    if positive_index is not None and threshold is not None:
-        return (p[:, positive_index] >= threshold).astype(int)
-    return p.argmax(1)
-
-
 def choose_threshold(y_true, score, policy: str = "sensitivity", target: float = 0.95) -> float:
     if policy == "sensitivity":
         return threshold_for_sensitivity(y_true, score, target)

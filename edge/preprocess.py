@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from medlite.edge.contract import InputSpec, Preprocess
-from medlite.edge.errors import InputError
+from .contract import InputSpec, Preprocess
+from .errors import InputError
 
 _INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
            "nearest": cv2.INTER_NEAREST}

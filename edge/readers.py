@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medlite.edge.contract import Preprocess
-from medlite.edge.errors import InputError
-from medlite.edge.frames import Frame
+from .contract import Preprocess
+from .errors import InputError
+from .frames import Frame
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
@@ -39,7 +39,7 @@ def read(source, pre: Preprocess | None = None) -> list[Frame]:
     if suffix in RASTER_SUFFIXES:
         return [Frame(_read_raster(path), file=path)]
     if suffix in DICOM_SUFFIXES or _has_dicom_marker(path):
-        from medlite.edge.dicom import read_dicom  # pydicom is imported only when a DICOM is read
+        from .dicom import read_dicom  # pydicom is imported only when a DICOM is read
 
         return read_dicom(path, pre)
     raise InputError(path, f"unsupported file type {suffix!r}; medlite reads {', '.join(sorted(SUFFIXES))}")

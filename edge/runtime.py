@@ -12,17 +12,19 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from medlite.edge import backends
-from medlite.edge.backends import edgetpu
-from medlite.edge.contract import Contract, read_contract
-from medlite.edge.errors import BackendUnavailable, InputError, ModelError
-from medlite.edge.frames import Frame
-from medlite.edge.preprocess import prepare, quantize
-from medlite.edge.readers import read
+from . import backends
+from .backends import edgetpu
+from .backends.session import Options
+from .contract import Contract, read_contract
+from .decision import decide
+from .errors import BackendUnavailable, InputError, ModelError
+from .frames import Frame
+from .preprocess import prepare, quantize
+from .readers import read
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,23 @@ class Prediction:
     frame: int | None = None
     sop_instance_uid: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def record(self) -> dict:
+        """The ``ok`` result record (DESIGN.md, "Result records"): one line of ``predict``'s JSON Lines."""
+        rec = {"file": self.file, "status": "ok", "label": self.label, "scores": self.scores,
+               "positive": self.positive, "score": self.score, "threshold": self.threshold, "backend": self.backend,
+               "latency_ms": self.latency_ms, "model_sha256": self.model_sha256}
+        if self.frame is not None:
+            rec["frame"] = self.frame
+        if self.sop_instance_uid:
+            rec["sop_instance_uid"] = self.sop_instance_uid
+        return rec
 
 
 class Model:
     """A loaded model; build it with ``load``."""
 
-    def __init__(self, path: str, model_bytes: bytes, contract: Contract, session, attempts: tuple[Attempt, ...],
-                 sha256: str):
+    def __init__(self, path: str | None, model_bytes: bytes, contract: Contract, session,
+                 attempts: tuple[Attempt, ...], sha256: str):
         self.path = path
         self.contract = contract
         self.sha256 = sha256
@@ -105,20 +115,16 @@ class Model:
             scores = raw.astype(np.float32, copy=False)
         return scores, dt * 1e3
 
-    def decide(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None) -> Prediction:
+    def result(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None) -> Prediction:
+        """Scores of one input to its Prediction, by the contract's decision rule."""
         c = self.contract
-        score = positive = None
-        if c.positive_index is not None:
-            score = float(scores[c.positive_index])
-        if score is not None and c.threshold is not None and len(c.labels) == 2:
-            positive = score >= c.threshold
-            label = c.labels[c.positive_index if positive else 1 - c.positive_index]
-        else:
-            label = c.labels[int(np.argmax(scores))]
+        score = None if c.positive_index is None else float(scores[c.positive_index])
+        label_index = int(decide(scores, c))
+        binary = score is not None and c.threshold is not None and len(c.labels) == 2
         return Prediction(
-            label=label,
+            label=c.labels[label_index],
             scores={name: float(s) for name, s in zip(self._labels, scores)},
-            positive=positive,
+            positive=(label_index == c.positive_index) if binary else None,
             score=score,
             threshold=c.threshold,
             backend=self.backend,
@@ -150,62 +156,58 @@ class Model:
     def predict_input(self, x: np.ndarray) -> Prediction:
         """Classify an input already prepared by ``prepare`` (batch 1, the model's dtype)."""
         scores, ms = self.run(x)
-        return self.decide(scores, ms)
+        return self.result(scores, ms)
 
     def _predict_frame(self, frame: Frame) -> Prediction:
         scores, ms = self.run(self.prepare(frame))
-        return self.decide(scores, ms, frame)
+        return self.result(scores, ms, frame)
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load(model: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+def load(model: str | os.PathLike | bytes, backend: str = "auto", threads: int | None = None,
          device: str | None = None) -> Model:
-    """Load a medlite ``.tflite`` on ``backend`` ("auto", "edgetpu", "gpu" or "cpu").
+    """Load a medlite ``.tflite`` (a path, or its bytes) on ``backend`` ("auto", "edgetpu", "gpu" or "cpu").
 
-    "auto" tries the Edge TPU (for ``*_edgetpu.tflite``), the GPU, then the CPU,
-    and records in ``Model.attempts`` why each one before the winner was passed
-    over. A named backend that cannot run raises BackendUnavailable with its reason.
+    "auto" tries the Edge TPU, the GPU, then the CPU, and records in
+    ``Model.attempts`` why each one before the winner was passed over. A named
+    backend that cannot run raises BackendUnavailable with its reason.
     ``threads`` sets the CPU interpreter's threads (None: LiteRT's default);
-    ``device`` picks an Edge TPU (``usb:0``, ``pci:0``).
+    ``device`` picks an Edge TPU (``usb:0``, ``pci:0``). An Edge TPU build
+    (``*_edgetpu.tflite``) stands for the plain model shipped beside it, which
+    the other backends run; the Edge TPU plug-in finds the build again there.
     """
-    path = os.fspath(model)
     if backend != "auto" and backend not in backends.BY_NAME:
         raise ValueError(f"backend {backend!r} is not one of auto, {', '.join(backends.NAMES)}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
-    edgetpu.check_device(device)
-    data = _read_model(path)
-    contract = _contract_for(path, data)
+    path, data = _source(model)
+    options = Options(threads=threads, device=device, path=path)
+    contract = read_contract(data, path)
     chain = backends.CHAIN if backend == "auto" else (backends.BY_NAME[backend],)
     attempts: list[Attempt] = []
     for b in chain:
-        target_path, target = path, data
-        if b is edgetpu and not edgetpu.is_edgetpu_model(path):
-            attempts.append(Attempt(b.NAME, False, "the model is not compiled for the Edge TPU "
-                                                   f"(no '{edgetpu.SUFFIX}' file given)"))
-            continue
-        if b is not edgetpu and edgetpu.is_edgetpu_model(path):
-            # An Edge TPU model needs its delegate; other backends run the plain int8 file shipped beside it.
-            target_path = path[: -len(edgetpu.SUFFIX)] + ".tflite"
-            if not os.path.exists(target_path):
-                attempts.append(Attempt(b.NAME, False, f"needs the plain model {target_path} beside the "
-                                                       "Edge TPU one, and it is missing"))
-                continue
-            target = _read_model(target_path)
         try:
-            session = b.open_model(target, target_path, threads, device)
+            session = b.open(data, options)
         except Exception as e:  # a backend's failure is a reason to try the next, never a crash
-            attempts.append(Attempt(b.NAME, False, f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError)
-                                    else str(e)))
+            attempts.append(Attempt(b.NAME, False, str(e) if isinstance(e, RuntimeError)
+                                    else f"{type(e).__name__}: {e}"))
             continue
         attempts.append(Attempt(b.NAME, True))
-        return Model(target_path, target, contract, session, tuple(attempts), sha256_bytes(target))
+        return Model(path, data, contract, session, tuple(attempts), sha256_bytes(data))
     if len(attempts) == 1:
         raise BackendUnavailable(attempts[0].backend, attempts[0].reason)
     raise BackendUnavailable(backend, "; ".join(f"{a.backend}: {a.reason}" for a in attempts))
+
+
+def _source(model: str | os.PathLike | bytes) -> tuple[str | None, bytes]:
+    """(path, bytes) of the model to load: an Edge TPU build is swapped for the plain model beside it."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return None, bytes(model)
+    path = os.fspath(model)
+    if edgetpu.is_build_path(path) and os.path.exists(edgetpu.plain_path(path)):
+        path = edgetpu.plain_path(path)
+    return path, _read_model(path)
 
 
 def _read_model(path: str) -> bytes:
@@ -216,14 +218,3 @@ def _read_model(path: str) -> bytes:
         raise ModelError(path, "no such model file") from None
     except IsADirectoryError:
         raise ModelError(path, "is a folder; pass a .tflite file") from None
-
-
-def _contract_for(path: str, data: bytes) -> Contract:
-    try:
-        return read_contract(data, path)
-    except ModelError:
-        # edgetpu_compiler may drop metadata; the contract then comes from the plain model beside it.
-        plain = path[: -len(edgetpu.SUFFIX)] + ".tflite"
-        if edgetpu.is_edgetpu_model(path) and os.path.exists(plain):
-            return read_contract(_read_model(plain), plain)
-        raise

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import struct
 
-from medlite.edge.errors import ModelError
+from .errors import ModelError
 
 IDENTIFIER = b"TFL3"
 
 # Field indices in the TFLite schema (tensorflow/lite/schema/schema.fbs).
+_MODEL_OPERATOR_CODES = 1
 _MODEL_SUBGRAPHS = 2
 _MODEL_BUFFERS = 4
 _MODEL_METADATA = 6
@@ -23,6 +24,7 @@ _METADATA_BUFFER = 1
 _BUFFER_DATA = 0
 _BUFFER_OFFSET = 1
 _BUFFER_SIZE = 2
+_OPCODE_CUSTOM_CODE = 1
 
 
 class _Reader:
@@ -64,7 +66,7 @@ class _Reader:
         n = self.u32(vec)
         return vec + 4, n
 
-    def tables(self, table: int, field: int, elem_size_check: int = 4) -> list[int]:
+    def tables(self, table: int, field: int) -> list[int]:
         start, n = self.vector(table, field)
         if start + 4 * n > len(self.buf):
             self.fail("the file is truncated (a table list runs past its end); re-copy the model")
@@ -131,3 +133,11 @@ def check_model_bytes(buf: bytes, file: str | None = None) -> dict[str, bytes]:
             r.fail(f"metadata entry {name!r} points at buffer {index}, which does not exist; the file is corrupt")
         metadata[name] = blobs[index]
     return metadata
+
+
+def custom_ops(buf: bytes) -> list[str]:
+    """Names of the custom operators a model uses (an Edge TPU build holds ``edgetpu-custom-op``)."""
+    check_model_bytes(buf)
+    r = _Reader(buf, None)
+    names = (r.string(code, _OPCODE_CUSTOM_CODE) for code in r.tables(r.u32(0), _MODEL_OPERATOR_CODES))
+    return sorted({n for n in names if n})

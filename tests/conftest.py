@@ -55,7 +55,13 @@ def bundle(demo) -> Path:
     return demo / "bundle"
 
 
-def pydicom_file(name: str) -> str:
+def _pydicom_file(name: str) -> str:
     from pydicom.data import get_testdata_file
 
     return get_testdata_file(name, download=False)
+
+
+@pytest.fixture(scope="session")
+def pydicom_file():
+    """The path of one of pydicom's own test files (real DICOMs shipped inside the package)."""
+    return _pydicom_file

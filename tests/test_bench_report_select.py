@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from medlite.cli import main
-from medlite.edge.report import pareto
-from medlite.edge.select import select
+from medlite.measure.report import pareto
+from medlite.measure.select import select
 
 
 def row(variant, p50, auc, sens=0.96, p99=None, size=1000, backend="cpu", threads=None, model=None):

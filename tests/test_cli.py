@@ -20,7 +20,8 @@ def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
-    assert f"usage: medlite {command}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"usage: medlite {command}" in out and "-q, --quiet" in out and "--verbose" in out
 
 
 def test_train_help_documents_every_recipe_field(capsys):
@@ -53,3 +54,23 @@ def test_unknown_command_exits_2():
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["deploy"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("flags, problem", [(["--device", "firewire"], "is not one of usb"),
+                                            (["--threads", "0"], "must be at least 1"),
+                                            (["--threads", "two"], "expected a whole number")])
+def test_bad_option_values_are_usage_errors_without_traceback(flags, problem, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "m.tflite", "x.dcm", *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err
+
+
+def test_a_model_that_cannot_run_has_its_own_exit_code(tmp_path, capsys):
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\x00" * 40)
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main(["predict", str(broken), str(tmp_path / "x.png")]) == 3
+    err = capsys.readouterr().err
+    assert str(broken) in err and "Traceback" not in err

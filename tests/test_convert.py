@@ -12,7 +12,7 @@ from medlite.convert import edgetpu_readiness
 from medlite.convert.pipeline import ConvertError, ConvertOptions, convert_bundle
 from medlite.convert.finetune import FineTune
 from medlite.edge import load, read_contract
-from medlite.edge.variants import NAMES, parse_variants
+from medlite.convert.variants import NAMES, parse_variants
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_mistyped_variant():
 def test_readiness_names_the_unsupported_op_and_the_split(data_dir):
     """A model built to contain ELU, which full-integer TFLite runs but the Edge TPU does not."""
     from medlite.convert.export import convert
-    from medlite.edge import datasets
+    from medlite.measure import datasets
     from medlite.train.tf import keras
 
     L = keras.layers
@@ -178,7 +178,7 @@ def test_compiler_log_is_parsed_and_compared():
 
 def test_op_that_cannot_be_converted_is_named_with_its_layer(data_dir):
     from medlite.convert.export import ConversionError, convert
-    from medlite.edge import datasets
+    from medlite.measure import datasets
     from medlite.train.tf import keras, tf
 
     L = keras.layers

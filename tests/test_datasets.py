@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from medlite.edge import datasets
+from medlite.measure import datasets
 from medlite.edge.errors import DataError
 
 

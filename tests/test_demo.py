@@ -2,7 +2,7 @@
 
 import json
 
-from medlite.edge.report import SCHEMA
+from medlite.measure.report import SCHEMA
 
 
 def test_demo_writes_report_with_fp32_and_int8_rows(demo):

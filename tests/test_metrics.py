@@ -10,8 +10,9 @@ from medlite.edge import metrics
 @pytest.fixture(scope="module")
 def real_scores(fp32_model, data_dir):
     """Real scores: the demo's fp32 model on the real test split."""
-    from medlite.edge import datasets, load
-    from medlite.edge.bench import split_probs
+    from medlite.edge import load
+    from medlite.measure import datasets
+    from medlite.measure.bench import split_probs
 
     split = datasets.load("pneumoniamnist", data_dir).splits["test"]
     probs = split_probs(load(fp32_model), split)
@@ -79,3 +80,33 @@ def test_bootstrap_interval_contains_auc(real_scores):
     lo, hi = metrics.bootstrap_auc_ci(y == 1, p[:, 1], n=300)
     auc = metrics.roc_auc(y == 1, p[:, 1])
     assert lo < auc < hi and hi - lo < 0.1
+
+
+def test_decide_follows_the_positive_class_whichever_index_it_has():
+    from medlite.edge import Contract, InputSpec, decide
+
+    spec = InputSpec(28, 28, 1)
+    probs = np.array([[0.8, 0.2], [0.6, 0.4], [0.25, 0.75]])
+    second = Contract(input=spec, labels=("normal", "pneumonia"), positive_index=1, threshold=0.3)
+    first = Contract(input=spec, labels=("malignant", "normal, benign"), positive_index=0, threshold=0.7)
+    assert decide(probs, second).tolist() == [0, 1, 1]  # pneumonia whenever its score reaches 0.3
+    assert decide(probs, first).tolist() == [0, 1, 1]  # malignant only when its own score reaches 0.7
+    assert decide(probs[0], first) == 0 and decide(probs[1], first) == 1
+    three = Contract(input=spec, labels=("a", "b", "c"))
+    assert decide(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), three).tolist() == [1, 0]
+
+
+def test_runtime_decides_with_the_same_rule_when_the_positive_class_is_first(int8_model, data_dir):
+    """A model whose positive class is label 0: the runtime's label and flag follow decide(), not index 1."""
+    from medlite.convert.contract_writer import embed_contract
+    from medlite.edge import decide, load, read_contract
+
+    data = int8_model.read_bytes()
+    c = read_contract(data)
+    flipped = c.replace(positive_index=0, threshold=0.5)
+    model = load(embed_contract(data, flipped), backend="cpu")
+    for img in sorted((data_dir / "images").glob("*.png")):
+        p = model.predict(img)
+        scores = np.array([p.scores[name] for name in c.labels])
+        assert p.label == c.labels[int(decide(scores, flipped))]
+        assert p.positive == (p.scores[c.labels[0]] >= 0.5) and p.score == p.scores[c.labels[0]]

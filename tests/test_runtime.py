@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medlite.cli import main
-from medlite.edge import BackendUnavailable, load
+from medlite.edge import BackendUnavailable, Options, load
 from medlite.edge.backends import edgetpu, gpu
 from medlite.edge.preprocess import prepare_batch
 from medlite.edge.readers import read
@@ -21,13 +21,13 @@ def test_auto_records_why_each_better_backend_was_passed_over(int8_model):
     reasons = {a.backend: a for a in model.attempts}
     assert list(reasons) == ["edgetpu", "gpu", "cpu"]
     assert "not compiled for the Edge TPU" in reasons["edgetpu"].reason
-    ok, why = gpu.is_available(str(int8_model))
+    ok, why = gpu.is_available(Options(path=str(int8_model)))
     assert reasons["gpu"].ok == ok and (ok or reasons["gpu"].reason == why)
     assert reasons["cpu"].ok
 
 
 def test_named_backend_that_cannot_run_raises_with_its_reason(int8_model):
-    ok, why = gpu.is_available(str(int8_model))
+    ok, why = gpu.is_available(Options(path=str(int8_model)))
     if ok:
         pytest.skip("a GPU is available here")
     with pytest.raises(BackendUnavailable) as e:
@@ -35,34 +35,74 @@ def test_named_backend_that_cannot_run_raises_with_its_reason(int8_model):
     assert e.value.reason == why
 
 
-def test_edgetpu_model_falls_back_to_the_plain_model_beside_it(int8_model, tmp_path):
+def edgetpu_build(plain: bytes) -> bytes:
+    """The plain model with one operator turned into edgetpu_compiler's custom op, as in a real build."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(plain), 0)
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode, code.version = "edgetpu-custom-op", 1
+    m.operatorCodes.append(code)
+    m.subgraphs[0].operators[0].opcodeIndex = len(m.operatorCodes) - 1
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_edgetpu_build_falls_back_to_the_plain_model_beside_it(int8_model, tmp_path):
     """Through the real delegate loading path: without libedgetpu the CPU runs the plain int8 file."""
+    from medlite.edge.tflite_file import custom_ops
+
     shutil.copy(int8_model, tmp_path / "m.tflite")
-    shutil.copy(int8_model, tmp_path / "m_edgetpu.tflite")
-    ok, why = edgetpu.is_available()
+    build = edgetpu_build(int8_model.read_bytes())
+    assert custom_ops(build) == ["edgetpu-custom-op"] and custom_ops(int8_model.read_bytes()) == []
+    (tmp_path / "m_edgetpu.tflite").write_bytes(build)
+    ok, why = edgetpu.is_available(Options())
     if ok:
         pytest.skip("an Edge TPU is present")
     model = load(tmp_path / "m_edgetpu.tflite")
     assert model.backend in ("gpu", "cpu") and model.path == str(tmp_path / "m.tflite")
     first = model.attempts[0]
-    assert first.backend == "edgetpu" and not first.ok and first.reason
+    assert first.backend == "edgetpu" and not first.ok and first.reason == why
     with pytest.raises(BackendUnavailable):
         load(tmp_path / "m_edgetpu.tflite", backend="edgetpu")
     (tmp_path / "m.tflite").unlink()
-    with pytest.raises(BackendUnavailable, match="needs the plain model"):
+    with pytest.raises(BackendUnavailable, match="edgetpu-custom-op.*needs the plain model"):
         load(tmp_path / "m_edgetpu.tflite", backend="cpu")
+
+
+def test_edgetpu_plugin_chooses_the_build_beside_a_plain_model(int8_model, tmp_path):
+    """Given the plain file, the Edge TPU plug-in looks for its build; without one it says so before the delegate."""
+    plain = tmp_path / "m.tflite"
+    shutil.copy(int8_model, plain)
+    data = plain.read_bytes()
+    with pytest.raises(RuntimeError, match="not compiled for the Edge TPU .*m_edgetpu.tflite"):
+        edgetpu.open(data, Options(path=str(plain)))
+    with pytest.raises(RuntimeError, match="not compiled for the Edge TPU"):
+        edgetpu.open(data, Options())  # bytes alone, no file to look beside
+    (tmp_path / "m_edgetpu.tflite").write_bytes(edgetpu_build(data))
+    assert edgetpu._build_for(data, Options(path=str(plain))) == (tmp_path / "m_edgetpu.tflite").read_bytes()
+
+
+def test_load_takes_bytes_and_gives_the_same_answer_as_the_file(int8_model, data_dir):
+    img = sorted((data_dir / "images").glob("*.png"))[0]
+    from_file, from_bytes = load(int8_model, backend="cpu"), load(int8_model.read_bytes(), backend="cpu")
+    assert from_bytes.path is None and from_bytes.sha256 == from_file.sha256
+    assert from_bytes.predict(img).scores == from_file.predict(img).scores
 
 
 def test_device_syntax_is_checked(int8_model):
     for good in ("usb", "usb:0", "pci:1", ":0"):
-        edgetpu.check_device(good)
+        assert Options(device=good).device == good
     with pytest.raises(ValueError, match="usb, usb:N"):
         load(int8_model, device="firewire")
 
 
 @pytest.mark.gpu
 def test_gpu_runs_the_model_like_the_cpu(fp32_model, data_dir):
-    ok, why = gpu.is_available(str(fp32_model))
+    ok, why = gpu.is_available(Options(path=str(fp32_model)))
     if not ok:
         pytest.skip(f"GPU backend unavailable: {why}")
     img = sorted((data_dir / "images").glob("*.png"))[0]
@@ -72,7 +112,7 @@ def test_gpu_runs_the_model_like_the_cpu(fp32_model, data_dir):
 
 @pytest.mark.edgetpu
 def test_edgetpu_runs(int8_model):
-    ok, why = edgetpu.is_available()
+    ok, why = edgetpu.is_available(Options())
     if not ok:
         pytest.skip(f"Edge TPU backend unavailable: {why}")
     pytest.skip("an Edge TPU is present but no *_edgetpu.tflite was compiled (edgetpu_compiler runs on x86-64)")
@@ -87,12 +127,12 @@ def test_prediction_record(int8_model, data_dir):
     assert p.backend == "cpu" and p.latency_ms > 0 and p.model_sha256 == model.sha256
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.label = "x"
-    json.dumps(p.to_dict())
+    json.dumps(p.record())
 
 
 def test_training_and_cart_preprocessing_are_identical(int8_model, data_dir):
     """The npz path used in training and the runtime's path from a decoded image give the same tensor."""
-    from medlite.edge import datasets
+    from medlite.measure import datasets
 
     model = load(int8_model)
     imgs = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:20]
@@ -151,15 +191,13 @@ def test_predict_cli_folder_with_bad_files(int8_model, dicom_dir, tmp_path, caps
     assert "4 result(s), 3 failure(s)" in capsys.readouterr().err
 
 
-def test_predict_cli_cine_frames_and_exit_codes(int8_model, tmp_path):
-    from conftest import pydicom_file
-
+def test_predict_cli_cine_frames_and_exit_codes(int8_model, tmp_path, pydicom_file):
     out = tmp_path / "cine.jsonl"
     assert main(["predict", str(int8_model), pydicom_file("examples_ybr_color.dcm"), "--frames", "all",
                  "--out", str(out), "--quiet"]) == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in recs] == list(range(30))
-    assert main(["predict", str(tmp_path / "missing.tflite"), str(out)]) == 2
+    assert main(["predict", str(tmp_path / "missing.tflite"), str(out)]) == 3  # the model cannot run
 
 
 def test_worker_pool_gives_the_same_records_as_sequential(int8_model, dicom_dir):
@@ -174,15 +212,15 @@ def test_worker_pool_gives_the_same_records_as_sequential(int8_model, dicom_dir)
 def test_gpu_reason_names_the_import_failure(monkeypatch, int8_model):
     import sys
 
-    gpu.probe.cache_clear()
+    gpu._PROBED.clear()
     monkeypatch.setitem(sys.modules, "ai_edge_litert.compiled_model", None)  # as when ml_dtypes is missing
     try:
-        ok, why = gpu.is_available(str(int8_model))
+        ok, why = gpu.is_available(Options(path=str(int8_model)))
         assert not ok and "CompiledModel API cannot be imported" in why
         model = load(int8_model)
         assert model.backend == "cpu" and "cannot be imported" in model.attempts[1].reason
     finally:
-        gpu.probe.cache_clear()
+        gpu._PROBED.clear()
 
 
 def test_folder_run_decodes_inline_when_worker_processes_cannot_start(int8_model, dicom_dir, monkeypatch, caplog):

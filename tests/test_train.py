@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medlite.cli import main
-from medlite.edge import datasets
+from medlite.measure import datasets
 from medlite.edge.contract import Contract
 from medlite.train.config import TrainConfig, load_config, recipe_families
 from medlite.train.data import stratified_split

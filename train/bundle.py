@@ -14,11 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from medlite._version import __version__
-from medlite.edge.contract import Contract
-from medlite.edge.errors import MedliteError
-from medlite.train.config import TrainConfig
-from medlite.train.tf import keras
+from ..edge.contract import Contract
+from ..edge.errors import MedliteError
+from ..edge.version import __version__
+from .config import TrainConfig
+from .tf import keras
 
 MARKER = "bundle.json"
 MODEL = "model.keras"
@@ -39,7 +39,7 @@ class Bundle:
 
     @property
     def model_sha256(self) -> str:
-        from medlite.edge.datasets import file_hash
+        from ..measure.datasets import file_hash
 
         return file_hash(self.path / MODEL)
 

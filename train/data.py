@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medlite.edge import datasets
-from medlite.edge.contract import InputSpec, Preprocess
-from medlite.edge.errors import DataError, MedliteError
-from medlite.edge.preprocess import prepare, prepare_batch
-from medlite.edge.readers import SUFFIXES, read
+from ..edge.contract import InputSpec, Preprocess
+from ..edge.errors import DataError, MedliteError
+from ..edge.preprocess import prepare, prepare_batch
+from ..edge.readers import SUFFIXES, read
+from ..measure import datasets
 
 
 @dataclass(frozen=True)

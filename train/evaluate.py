@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medlite.edge.metrics import choose_threshold, classification_metrics
-from medlite.train.config import TrainConfig
+from ..edge.metrics import choose_threshold, classification_metrics
+from .config import TrainConfig
 
 
 def operating_point_name(config: TrainConfig) -> str:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medlite.edge.metrics import ovr_auc, roc_auc
-from medlite.train.config import TrainConfig
-from medlite.train.data import TrainingData
-from medlite.train.models import build
-from medlite.train.tf import keras, tf
+from ..edge.metrics import ovr_auc, roc_auc
+from .config import TrainConfig
+from .data import TrainingData
+from .models import build
+from .tf import keras, tf
 
 LOG_FIELDS = ("epoch", "loss", "accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
 

@@ -7,7 +7,7 @@ Edge TPU readiness report speak of layers by name).
 
 from __future__ import annotations
 
-from medlite.train.tf import keras
+from .tf import keras
 
 L = keras.layers
 # Faster than Keras' 0.99: small medical sets give few steps per epoch, and with 0.99 the moving
@@ -81,7 +81,7 @@ def mobilenet_v2(*, input_shape, num_classes, alpha=0.35, dropout=0.2, name="mob
             stride = 1
         for i in range(n):
             x = _inverted_residual(x, t, _make_divisible(c * alpha), stride if i == 0 else 1, f"b{s + 1}_{i + 1}")
-    last = 1280 if alpha > 1.0 else 1280 if not small else _make_divisible(1280 * alpha)
+    last = 1280 if not small else _make_divisible(1280 * alpha)
     x = _conv_bn(x, last, 1, 1, "top", "relu6")
     x = L.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, _head(x, num_classes, dropout), name=name)

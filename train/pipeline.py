@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from medlite._version import __version__
-from medlite.edge.contract import Contract
-from medlite.train.bundle import save_bundle
-from medlite.train.config import TrainConfig
-from medlite.train.data import TrainingData, load_training_data
-from medlite.train.evaluate import evaluate, operating_point_name
-from medlite.train.fit import positive_index, train
+from ..edge.contract import Contract
+from ..edge.version import __version__
+from .bundle import save_bundle
+from .config import TrainConfig
+from .data import TrainingData, load_training_data
+from .evaluate import evaluate, operating_point_name
+from .fit import positive_index, train
 
 
 def load_data_for(source: str, config: TrainConfig, data_dir=None) -> TrainingData:

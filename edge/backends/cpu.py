@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from medlite.edge.backends.litert import quantization, runtime
-from medlite.edge.backends.session import Session, TensorInfo
+from ..tflite_file import custom_ops
+from .litert import quantization, runtime
+from .session import Options, Session, TensorInfo
 
 NAME = "cpu"
 
 
-def is_available() -> tuple[bool, str]:
+def is_available(options: Options) -> tuple[bool, str]:
     try:
         runtime()
     except RuntimeError as e:
@@ -36,6 +37,9 @@ class CpuSession(Session):
         return self._interp.get_tensor(self._out)
 
 
-def open_model(model: bytes, path: str, threads: int | None, device: str | None = None) -> CpuSession:
-    rt = runtime()
-    return CpuSession(rt.Interpreter(model_content=model, num_threads=threads))
+def open(model: bytes, options: Options) -> CpuSession:  # noqa: A001 - the plug-in verb, as in pydicom
+    foreign = custom_ops(model)
+    if foreign:
+        raise RuntimeError(f"the model holds custom op(s) {', '.join(foreign)} that LiteRT's CPU interpreter "
+                           "cannot run (an Edge TPU build needs the plain model beside it)")
+    return CpuSession(runtime().Interpreter(model_content=model, num_threads=options.threads))

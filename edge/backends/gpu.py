@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes.util
-import functools
+import hashlib
 import multiprocessing
 import platform
+from pathlib import Path
 
 import numpy as np
 
-from medlite.edge.backends.litert import quantization
-from medlite.edge.backends.session import Session, TensorInfo
+from .litert import quantization
+from .session import Options, Session, TensorInfo
 
 NAME = "gpu"
 PROBE_TIMEOUT_S = 120
@@ -32,8 +33,7 @@ def _static_reason() -> str:
                 "(not tflite-runtime) and ml_dtypes")
     if platform.machine() in ("aarch64", "arm64") and platform.system() == "Linux":
         try:
-            with open("/proc/cpuinfo") as f:
-                flags = f.read()
+            flags = Path("/proc/cpuinfo").read_text()
         except OSError:
             flags = ""
         if "asimddp" not in flags:
@@ -44,13 +44,17 @@ def _static_reason() -> str:
     return ""
 
 
-def _probe(path: str) -> str:
-    """Runs in a child process: compile the model for the GPU and run it once; "" on success."""
+def _compiled(model: bytes):
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
+    return CompiledModel.from_buffer(model, hardware_accel=HardwareAccelerator.GPU)
+
+
+def _probe(model: bytes) -> str:
+    """Runs in a child process: compile the model for the GPU and run it once; "" on success."""
     try:
-        cm = CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.GPU)
+        cm = _compiled(model)
         inputs, outputs = cm.create_input_buffers(0), cm.create_output_buffers(0)
         cm.run_by_index(0, inputs, outputs)
     except Exception as e:
@@ -58,35 +62,43 @@ def _probe(path: str) -> str:
     return ""
 
 
-@functools.cache
-def probe(path: str) -> str:
-    """Reason the GPU cannot run the model at ``path`` ("" when it can); cached per process."""
-    reason = _static_reason()
-    if reason:
-        return reason
+_PROBED: dict[str, str] = {}  # model SHA-256 -> the probe's reason ("" when the GPU ran it)
+
+
+def _probe_in_child(model: bytes) -> str:
     ctx = multiprocessing.get_context("spawn")
     try:
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            return pool.submit(_probe, path).result(timeout=PROBE_TIMEOUT_S)
+            return pool.submit(_probe, model).result(timeout=PROBE_TIMEOUT_S)
     except concurrent.futures.TimeoutError:
         return f"the GPU probe did not finish in {PROBE_TIMEOUT_S} s"
     except concurrent.futures.process.BrokenProcessPool:
         return "the GPU probe process crashed (signal in LiteRT's GPU accelerator); the GPU is not usable"
 
 
-def is_available(path: str | None = None) -> tuple[bool, str]:
-    reason = probe(path) if path else _static_reason()
+def probe(model: bytes) -> str:
+    """Reason the GPU cannot run ``model`` ("" when it can); each model is probed once per process."""
+    reason = _static_reason()
+    if reason:
+        return reason
+    digest = hashlib.sha256(model).hexdigest()
+    if digest not in _PROBED:
+        _PROBED[digest] = _probe_in_child(model)
+    return _PROBED[digest]
+
+
+def is_available(options: Options) -> tuple[bool, str]:
+    """Without a model file in ``options`` only what can be known without touching the GPU."""
+    reason = probe(Path(options.path).read_bytes()) if options.path else _static_reason()
     return (not reason), reason
 
 
 class GpuSession(Session):
     backend = NAME
 
-    def __init__(self, path: str):
-        from ai_edge_litert.compiled_model import CompiledModel
-        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-
-        self._cm = CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.GPU)
+    def __init__(self, model: bytes):
+        self._model = model  # the compiled model reads from this buffer
+        self._cm = _compiled(model)
         sig = self._cm.get_signature_by_index(0)
         key = sig.get("key", "") if isinstance(sig, dict) else ""
         inp = next(iter(self._cm.get_input_tensor_details(key).values()))
@@ -103,8 +115,8 @@ class GpuSession(Session):
         return self._outputs[0].read(self._n_out, self.output.dtype).reshape(self.output.shape)
 
 
-def open_model(model: bytes, path: str, threads: int | None, device: str | None = None) -> GpuSession:
-    reason = probe(path)
+def open(model: bytes, options: Options) -> GpuSession:  # noqa: A001 - the plug-in verb
+    reason = probe(model)
     if reason:
         raise RuntimeError(reason)
-    return GpuSession(path)
+    return GpuSession(model)

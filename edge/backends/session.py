@@ -1,10 +1,29 @@
-"""A backend's open model: one call in, raw output out. The runtime wraps it with contract logic."""
+"""What every backend shares: the options it is opened with, and the session it returns."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+
+# Coral's device syntax: usb, usb:N, pci, pci:N, or :N (the Nth Edge TPU of any kind).
+DEVICE_SYNTAX = re.compile(r"^(usb|pci)?(:\d+)?$")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to run a model; every backend takes the same object and uses what concerns it."""
+
+    threads: int | None = None  # CPU interpreter threads; None: LiteRT's default
+    device: str | None = None  # Edge TPU: usb, usb:N, pci, pci:N or :N; None: the first one found
+    path: str | None = None  # the file the model came from, if any: the Edge TPU looks beside it for its build
+
+    def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.device is not None and (not self.device or not DEVICE_SYNTAX.match(self.device)):
+            raise ValueError(f"Edge TPU device {self.device!r} is not one of usb, usb:N, pci, pci:N, :N")
 
 
 @dataclass(frozen=True)
@@ -15,7 +34,7 @@ class TensorInfo:
 
 
 class Session:
-    """What every backend returns from ``open``: ``run`` takes a batch-1 input in the model's dtype."""
+    """What every backend's ``open`` returns: ``run`` takes a batch-1 input in the model's dtype."""
 
     backend: str
     input: TensorInfo

@@ -70,7 +70,7 @@ def site_packages(work: Path) -> Path:
 
 
 def inputs(work: Path, data_dir: Path) -> Path:
-    from medlite.edge import datasets
+    from medlite.measure import datasets
 
     folder = work / "images"
     shutil.rmtree(folder, ignore_errors=True)

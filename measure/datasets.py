@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlite.edge.errors import DataError
+from ..edge.errors import DataError
 
 # MedMNIST v2 2D files (Zenodo record 6496656): published MD5 and label names. Multi-label ChestMNIST is
 # left out: medlite classifies one label per image.

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from medlite._version import __version__
+from ..edge.version import __version__
 
 SCHEMA = 1
 CSV_FIELDS = ("variant", "backend", "threads", "size_bytes", "load_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",

@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from medlite.edge.report import flat_row, pareto
+from .report import flat_row, pareto
 
 
 def _device_name(report: dict) -> str:

@@ -16,11 +16,14 @@ import time
 
 import numpy as np
 
-from medlite.edge import backends
-from medlite.edge.datasets import Split
-from medlite.edge.frames import Frame
-from medlite.edge.metrics import classification_metrics, decisions
-from medlite.edge.runtime import Model, load
+from ..edge import backends
+from ..edge.backends.session import Options
+from ..edge.decision import decide
+from ..edge.errors import BackendUnavailable
+from ..edge.frames import Frame
+from ..edge.metrics import classification_metrics
+from ..edge.runtime import Model, load
+from .datasets import Split
 
 ROUNDS = 10  # latency runs are split into this many interleaved rounds
 WARMUP = 20
@@ -53,9 +56,14 @@ def _peak_rss_mb() -> float:
 
 
 def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarray, labels: np.ndarray, seed: int):
-    """Runs in a child process: load, first inference, the whole split; with this process's peak memory."""
+    """Runs in a child process: load, first inference, the whole split; with this process's peak memory.
+
+    A backend that turns out unable to run this model (an Edge TPU without a build of it) gives its reason."""
     t0 = time.perf_counter()
-    model = load(path, backend=backend, threads=threads)
+    try:
+        model = load(path, backend=backend, threads=threads)
+    except BackendUnavailable as e:
+        return {"unavailable": e.reason}
     load_ms = (time.perf_counter() - t0) * 1e3
     x = model.prepare(frame_of(images[0]))
     t0 = time.perf_counter()
@@ -65,23 +73,19 @@ def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarr
     probs = split_probs(model, split)
     c = model.contract
     metrics = classification_metrics(labels, probs, c.positive_index, c.threshold, seed=seed)
-    if "sensitivity" in metrics:
-        metrics["balanced_accuracy"] = (metrics["sensitivity"] + metrics["specificity"]) / 2
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "metrics": metrics,
-            "decisions": decisions(probs, c.positive_index, c.threshold), "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
+            "decisions": decide(probs, c), "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
             "variant": c.provenance.get("variant", "unknown"), "size_bytes": model.size_bytes,
             "attempts": [{"backend": a.backend, "ok": a.ok, "reason": a.reason} for a in model.attempts]}
 
 
 def backends_for(path: str, wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
-    """The backends that can run ``path`` here (from ``wanted``, default all) and why the others cannot."""
+    """The backends that may run ``path`` here (from ``wanted``, default all) and why the others cannot."""
     usable, skipped = [], {}
     for b in backends.CHAIN:
         if wanted and b.NAME not in wanted:
             continue
-        if b is backends.edgetpu and not backends.edgetpu.is_edgetpu_model(path):
-            continue  # a plain model never runs on the Edge TPU; not worth a row
-        ok, reason = b.is_available(path) if b is backends.gpu else b.is_available()
+        ok, reason = b.is_available(Options(path=path))
         (usable.append(b.NAME) if ok else skipped.__setitem__(b.NAME, reason))
     return usable, skipped
 
@@ -135,6 +139,9 @@ def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = N
             if progress:
                 progress(f"accuracy and memory: {p} on {b}, threads {t or 'default'}")
             r = pool.submit(_accuracy_job, p, b, t, split.images, split.labels, seed).result()
+            if "unavailable" in r:
+                skipped[b] = r["unavailable"]
+                continue
             rows.append({"variant": r["variant"], "backend": r["backend"], "threads": t, "model": str(p),
                          "size_bytes": r["size_bytes"], "load_ms": r["load_ms"],
                          "first_inference_ms": r["first_inference_ms"], "peak_rss_mb": r["peak_rss_mb"],

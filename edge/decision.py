@@ -1,0 +1,22 @@
+"""The one rule that turns class scores into a decision; the runtime, the metrics and the bench all call it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def decide(scores, contract) -> np.ndarray:
+    """The index of the decided label for each row of ``scores`` (N x classes), or for one score vector.
+
+    A binary model with a positive class and a threshold decides positive when that class's score meets
+    the threshold, and the other label otherwise; any other model decides its highest score.
+    ``contract`` needs ``labels``, ``positive_index`` and ``threshold`` (a ``Contract``).
+    """
+    s = np.asarray(scores)
+    rows = s if s.ndim == 2 else s[None]
+    pos, threshold = contract.positive_index, contract.threshold
+    if pos is not None and threshold is not None and len(contract.labels) == 2:
+        out = np.where(rows[:, pos] >= threshold, pos, 1 - pos)
+    else:
+        out = rows.argmax(1)
+    return out if s.ndim == 2 else out[0]

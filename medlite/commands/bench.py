@@ -1,0 +1,70 @@
+"""``medlite bench``: latency and accuracy of models on this device, as report.json, .md and .csv."""
+
+from __future__ import annotations
+
+from .shared import EXIT_OK, UsageError, console, data_args, positive_int
+
+
+def register(sub, common) -> None:
+    from medlite.edge.backends import NAMES as BACKENDS
+
+    p = sub.add_parser("bench", parents=[common], help="measure latency and accuracy of models on this device",
+                       description="Run models through medlite.edge on a labelled split: load time, latency "
+                                   "percentiles, AUC, sensitivity, specificity, agreement with fp32.")
+    p.add_argument("models", nargs="+", help=".tflite files or folders of them")
+    data_args(p)
+    p.add_argument("--split", default="test", help="split to measure on (default test)")
+    p.add_argument("--backend", choices=("all", *BACKENDS), default="all",
+                   help="default all: every backend that can run each model here")
+    p.add_argument("--threads", type=positive_int, action="append",
+                   help="CPU thread count; repeat for several (default 1: the stable figure on a shared machine)")
+    p.add_argument("--runs", type=int, default=200, help="timed inferences per model (at least 200)")
+    p.add_argument("--out", required=True, help="folder for report.json, report.md, report.csv")
+    p.set_defaults(run=run)
+
+
+def measure(paths: list[str], split_name: str, ds, out, con, *, backends=None, threads=(None,), runs: int = 200):
+    """Bench ``paths`` on one split of ``ds``, write the report files, print the table; returns (report, paths).
+    ``demo`` calls this too."""
+    from rich.console import Console
+
+    from medlite.edge.device import device_info
+    from medlite.measure.bench import bench
+    from medlite.measure.report import build_report, rich_table, write_report
+
+    split = ds.splits[split_name]
+    rows, skipped = bench(paths, split, backend_names=backends, threads_list=list(threads), runs=runs,
+                          progress=lambda text: con.print(f"   {text}"))
+    if not rows:
+        raise UsageError("no model could run on the chosen backend(s): " +
+                         "; ".join(f"{b}: {why}" for b, why in skipped.items()))
+    report = build_report(rows, {"name": ds.name, "split": split_name, "n": len(split.labels),
+                                 "sha256": ds.sha256}, device_info(), skipped)
+    written = write_report(report, out)
+    Console(width=max(Console().width, 120)).print(rich_table(report))
+    for b, why in skipped.items():
+        con.print(f"[dim]backend {b} not measured: {why}")
+    return report, written
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from medlite.measure import datasets
+
+    paths = []
+    for p in args.models:
+        paths += sorted(str(f) for f in Path(p).glob("*.tflite")) if Path(p).is_dir() else [p]
+    if not paths:
+        raise UsageError(f"no .tflite models in {' '.join(args.models)}")
+    if args.runs < 200:
+        raise UsageError(f"--runs must be at least 200 for stable percentiles, got {args.runs}")
+    ds = datasets.load(args.data, args.data_dir)
+    if args.split not in ds.splits:
+        raise UsageError(f"{ds.path} has no {args.split!r} split (it has {', '.join(ds.splits)})")
+    con = console(args)
+    _, written = measure(paths, args.split, ds, args.out, con,
+                         backends=None if args.backend == "all" else [args.backend], threads=args.threads or [None],
+                         runs=args.runs)
+    con.print(f"report: {written['json']}")
+    return EXIT_OK

@@ -1,0 +1,75 @@
+"""``medlite predict``: classify images and DICOMs, one JSON Lines record each, written as they come."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+
+from .shared import EXIT_FAILED, EXIT_OK, console, edgetpu_device, positive_int
+
+
+def register(sub, common) -> None:
+    from medlite.edge.backends import NAMES as BACKENDS
+
+    p = sub.add_parser("predict", parents=[common], help="classify images and DICOMs with a medlite .tflite",
+                       description="Classify files, folders (recursively) and globs. Writes JSON Lines, one record "
+                                   "per image or frame and one per failure, each as soon as it is known. Exit 0: "
+                                   "all succeeded; 1: some failed; 2: usage error; 3: the model cannot run here.")
+    p.add_argument("model", help="a .tflite written by medlite (its contract is inside)")
+    p.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    p.add_argument("--out", help="JSON Lines output file (default: standard output)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
+    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
+    p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
+    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: decode in the main "
+                                                          "process)")
+    p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from medlite.edge import batch, load
+    from medlite.edge.backends.litert import runtime
+
+    model = load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    if args.frames is not None:
+        frames = int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
+        model.contract = model.contract.replace(preprocess=dataclasses.replace(model.contract.preprocess,
+                                                                                frames=frames))
+    files, missing = batch.expand(args.paths)
+    con = console(args)
+    for a in model.attempts:
+        if not a.ok:
+            con.print(f"[dim]backend {a.backend} not used: {a.reason}")
+    con.print(f"model {args.model} on [bold]{model.backend}[/] ({runtime()}); {len(files)} file(s)")
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    counts = {"ok": 0, "error": 0}
+    labels: dict[str, int] = {}
+    try:
+        with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), console=con,
+                      disable=args.quiet) as bar:
+            task = bar.add_task("predict", total=len(files))
+            last_file = None
+            for rec in itertools.chain(missing, batch.run(model, files, workers=args.workers)):
+                # One line per record, flushed, so an interrupted run leaves a valid JSON Lines file.
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+                counts[rec["status"]] += 1
+                if rec["status"] == "ok":
+                    labels[rec["label"]] = labels.get(rec["label"], 0) + 1
+                else:
+                    con.print(f"[red]{rec['file']}: {rec['error']}")
+                if rec["file"] != last_file and rec["file"] in files:
+                    bar.advance(task)
+                    last_file = rec["file"]
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) or "none"
+    con.print(f"{counts['ok']} result(s), {counts['error']} failure(s); labels: {summary}")
+    return EXIT_OK if counts["error"] == 0 else EXIT_FAILED

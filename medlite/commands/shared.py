@@ -1,0 +1,75 @@
+"""What the commands share: exit codes, the usage error, the console, and common arguments."""
+
+from __future__ import annotations
+
+import argparse
+
+# Exit codes, documented in README ("Command line").
+EXIT_OK = 0  # everything asked for was done
+EXIT_FAILED = 1  # some inputs failed (their records say why), or nothing met a selection's constraints
+EXIT_USAGE = 2  # the command line or its inputs are wrong: a bad flag, a missing data set or folder
+EXIT_CANNOT_RUN = 3  # the model cannot run here: not a usable medlite model, or no backend that can run it
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+def console(args):
+    """Where progress and notes go: standard error, silent under ``-q``."""
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=getattr(args, "quiet", False))
+
+
+def needs_train() -> None:
+    try:
+        import medlite.train.tf  # noqa: F401
+    except ImportError:
+        raise UsageError("this command needs TensorFlow, which the cart install leaves out: "
+                         "pip install 'medlite[train]'") from None
+
+
+def variants(text: str) -> list[str]:
+    from medlite.convert.variants import parse_variants
+
+    try:
+        return parse_variants(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def edgetpu_device(text: str) -> str:
+    from medlite.edge.backends.session import Options
+
+    try:
+        Options(device=text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def data_args(p, required: bool = True, default: str | None = None) -> None:
+    p.add_argument("--data", required=required and default is None, default=default,
+                   help="a MedMNIST name (pneumoniamnist), an .npz path or a class folder"
+                        + (f" (default {default})" if default else ""))
+    p.add_argument("--data-dir", help="folder to look in first for a named data set (then $MEDLITE_DATA_DIR, "
+                                      "then the user cache)")
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """-q/--quiet and --verbose, which every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress or notes, only results and errors")
+    common.add_argument("--verbose", action="store_true", help="also show TensorFlow's own log lines")
+    return common
