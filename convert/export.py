@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..train.tf import tf
+from ..train.tf import keras, quiet, quiet_stderr, tf
 from .errors import ConversionError
 from .variants import VARIANTS
 
@@ -43,6 +43,35 @@ def _explain(variant: str, error: Exception, model) -> str:
     return "; ".join(parts) + f": {first[:400]}"
 
 
+def cart_model(model) -> tuple[object, str, bool]:
+    """The model to convert, the activation the runtime applies after it (in float), and whether it also
+    outputs the penultimate features (for the out-of-distribution guard): ``(model, activation, features)``.
+
+    A model that ends in a softmax is cut before it: full-integer conversion would quantize the softmax's
+    output to 1/256 steps and collapse the ranking of scores. When the logits come from a dense layer on a
+    flat feature vector, that vector becomes a second output.
+    """
+    last = model.layers[-1]
+    inner = getattr(last, "layer", last)  # quantization-aware training wraps every layer
+    activation = getattr(getattr(inner, "activation", None), "__name__", "")
+    if not (type(inner).__name__ == "Softmax" or (type(inner).__name__ == "Activation" and activation == "softmax")):
+        return model, "none", False
+    # The layer may belong to several graphs (tfmot's stripping rebuilds the model around the same layers):
+    # take the input it has in this model's own graph.
+    for node in range(len(last.inbound_nodes)):
+        logits = last.get_input_at(node)
+        try:
+            keras.Model(model.inputs, logits)
+        except ValueError:  # "Graph disconnected": that node is another graph's
+            continue
+        dense, dense_node, _ = logits._keras_history
+        features = dense.get_input_at(dense_node)
+        if not isinstance(features, (list, tuple)) and len(features.shape) == 2:
+            return keras.Model(model.inputs, [logits, features], name=f"{model.name}_cart"), "softmax", True
+        return keras.Model(model.inputs, logits, name=f"{model.name}_logits"), "softmax", False
+    return model, "none", False
+
+
 def representative(images: np.ndarray, n: int, seed: int = 0) -> Callable[[], Iterator[list[np.ndarray]]]:
     """Calibration samples: ``n`` real training images, drawn with a fixed seed."""
     if len(images) == 0:
@@ -59,11 +88,11 @@ def representative(images: np.ndarray, n: int, seed: int = 0) -> Callable[[], It
 def converter_for(model, input_shape) -> "tf.lite.TFLiteConverter":
     """A converter over a batch-1, static-shape signature (the Edge TPU needs static shapes)."""
     spec = tf.TensorSpec([1, *input_shape], tf.float32, name="image")
-    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])  # one output, or a list
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
 
 
-def convert(model, variant: str, *, calibration: np.ndarray | None = None, n_calibration: int = 300,
+def convert(model, variant: str, *, calibration: np.ndarray | None = None, n_calibration: int = 1000,
             io_type: str = "int8", seed: int = 0) -> bytes:
     """TFLite bytes of ``model`` as ``variant``, with the converter settings of its entry in the variants table
     (QAT and pruned models arrive here already fine-tuned)."""
@@ -85,6 +114,7 @@ def convert(model, variant: str, *, calibration: np.ndarray | None = None, n_cal
         c.inference_input_type = tf.int8 if io_type == "int8" else tf.uint8
         c.inference_output_type = c.inference_input_type
     try:
-        return bytes(c.convert())
+        with quiet_stderr(quiet()):  # the converter prints its settings from C++
+            return bytes(c.convert())
     except Exception as e:  # the converter raises ConverterError and others; the model is what is wrong
         raise ConversionError(_explain(variant, e, model)) from None

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.backends.litert import quantization, runtime
-from ..edge.contract import Contract, InputSpec
+from ..edge.contract import Contract, InputSpec, read_contract
 from ..edge.decision import decide
 from ..edge.errors import MedliteError
 from ..edge.metrics import choose_threshold, classification_metrics
 from ..edge.runtime import sha256_bytes
+from ..edge import ood
 from ..edge.version import __version__
 from ..train.bundle import Bundle, load_bundle
 from ..train.data import TrainingData
@@ -30,18 +31,20 @@ from ..train.pipeline import load_data_for
 from . import edgetpu_readiness
 from .contract_writer import embed_contract
 from .errors import ConvertError
-from .export import convert
+from .export import cart_model, convert
 from .finetune import FineTune
-from .validate import compare, predict_prepared
+from .validate import compare, features_prepared, predict_prepared
 from .variants import REFERENCE, VARIANTS
 
 MAX_AUTO_FLOAT_LAYERS = 8  # --float-layers auto gives up beyond this many float layers
+OOD_FIT_IMAGES = 2000  # training images whose features fit the out-of-distribution detector
+OOD_FALSE_ALARM_RATE = 0.02  # share of validation images the detector's threshold flags
 
 
 @dataclass
 class ConvertOptions:
     variants: list[str] = field(default_factory=lambda: ["fp32", "int8"])
-    n_calibration: int = 300  # real training images used to calibrate integer variants
+    n_calibration: int = 1000  # real training images used to calibrate integer variants (see RESULTS)
     io_type: str = "int8"  # input/output type of full-integer variants: int8 or uint8
     max_auc_drop: float = 0.01  # a variant losing more validation AUC than this is flagged
     allow_drop: bool = False  # do not fail the command on a flagged variant
@@ -72,6 +75,16 @@ def input_spec_of(tflite: bytes) -> InputSpec:
     dtype = np.dtype(d["dtype"]).name
     quantized = q is not None and dtype != "float32"
     return InputSpec(h, w, c, dtype, q[0] if quantized else None, q[1] if quantized else None)
+
+
+def outputs_of(tflite: bytes, n_labels: int, has_features: bool) -> tuple[int, int | None]:
+    """Which output of a converted model holds the scores and which the features."""
+    outs = runtime().Interpreter(model_content=tflite).get_output_details()
+    if not has_features:
+        return 0, None
+    sizes = [int(np.prod(o["shape"])) for o in outs]
+    scores = sizes.index(n_labels) if sizes[0] != n_labels else 0
+    return scores, 1 - scores
 
 
 def _load_data(bundle: Bundle, data_dir) -> TrainingData:
@@ -139,7 +152,7 @@ class _Converter:
         return {
             "medlite_version": __version__, "bundle": str(self.bundle.path), "source_model_sha256": self.source_sha,
             "data": {"name": self.data.name, "sha256": self.data.sha256}, "max_auc_drop": self.options.max_auc_drop,
-            "operating_point": c.operating_point, "variants": entries,
+            "operating_point": c.operating_point, "intended_use": c.intended_use.describe(), "variants": entries,
         }
 
     def _variant(self, name: str) -> dict:
@@ -157,12 +170,14 @@ class _Converter:
             flags.update(settings(v.fine_tune, opts.finetune))
             if v.fine_tune == "pruned":
                 extra["sparsity"] = sparsity_of(model)
+        model, activation, has_features = cart_model(model)
         tfl = convert(model, name, calibration=self.data.splits["train"].x, n_calibration=opts.n_calibration,
                       io_type=opts.io_type, seed=opts.seed)
         seconds = time.perf_counter() - t0
-        run = self._validate(name, tfl)
+        heads = (activation, has_features)
+        run = self._validate(name, tfl, heads)
         if v.layer_errors:
-            run, flags, extra = self._float_layers(name, model, run, flags, extra)
+            run, flags, extra = self._float_layers(name, model, heads, run, flags, extra)
         path = self.staging / f"{name}.tflite"
         path.write_bytes(run.blob)
         entry = {
@@ -176,12 +191,15 @@ class _Converter:
             entry["edgetpu"] = self._readiness(name, path, run.blob)
         return entry
 
-    def _validate(self, name: str, tfl: bytes) -> _Run:
+    def _validate(self, name: str, tfl: bytes, heads: tuple[str, bool]) -> _Run:
         """Embed a provisional contract, run through medlite.edge, re-choose the threshold, embed the final one."""
         c0, val, test = self.contract, self.data.splits["val"], self.data.splits.get("test")
         provenance = {**c0.provenance, "medlite_version": __version__, "variant": name,
                       "source_model_sha256": self.source_sha}
-        contract = c0.replace(input=input_spec_of(tfl), provenance=provenance)
+        activation, has_features = heads
+        scores_at, features_at = outputs_of(tfl, len(c0.labels), has_features)
+        contract = c0.replace(input=input_spec_of(tfl), provenance=provenance, activation=activation,
+                              scores_output=scores_at, features_output=features_at)
         pv, pt = predict_prepared(embed_contract(tfl, contract), val.x, test.x if test is not None else None)
         if VARIANTS[name].reference:
             self.ref = {"val": pv, "test": pt, "contract": contract.replace(threshold=self._threshold(val.y, pv))}
@@ -194,10 +212,27 @@ class _Converter:
         if test is not None:
             # Test metrics at the threshold chosen on validation, never re-chosen on test.
             tm = classification_metrics(test.y, pt, self.pos, threshold, seed=self.options.seed)
+            # How many different scores the test images get: a quantized softmax collapses them to a few dozen.
+            tm["distinct_scores"] = int(len(np.unique(pt[:, self.pos] if self.pos is not None else pt, axis=0)))
             tm["agreement_with_fp32"] = float((decide(pt, ref.replace(threshold=threshold)) ==
                                                decide(self.ref["test"], ref)).mean())
-        blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm))
+        ood = self._fit_ood(embed_contract(tfl, contract), tm) if has_features else {}
+        blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm, ood=ood))
         return _Run(blob, threshold, vm, tm, pv)
+
+    def _fit_ood(self, provisional: bytes, tm: dict | None) -> dict:
+        """The out-of-distribution detector of this variant, fitted on its own features of training images,
+        its threshold set on validation; with the share of test images it flags, for the record."""
+        rng = np.random.default_rng(self.options.seed)
+        train = self.data.splits["train"].x
+        fit_on = train[np.sort(rng.permutation(len(train))[:OOD_FIT_IMAGES])]
+        test = self.data.splits.get("test")
+        sets = [fit_on, self.data.splits["val"].x] + ([test.x] if test is not None else [])
+        feats = features_prepared(provisional, *sets)
+        detector = ood.fit(feats[0], feats[1], OOD_FALSE_ALARM_RATE)
+        if tm is not None and len(feats) == 3:
+            tm["ood_flagged"] = float(np.mean([detector.score(f) > detector.threshold for f in feats[2]]))
+        return detector.to_dict()
 
     def _threshold(self, y: np.ndarray, probs: np.ndarray) -> float | None:
         """The operating point of the recipe, chosen on ``y``; None for a multi-class model."""
@@ -206,7 +241,7 @@ class _Converter:
         return choose_threshold(y == self.pos, probs[:, self.pos], self.cfg.operating_point,
                                 self.cfg.target_sensitivity)
 
-    def _float_layers(self, name: str, model, run: _Run, flags: dict, extra: dict):
+    def _float_layers(self, name: str, model, heads: tuple[str, bool], run: _Run, flags: dict, extra: dict):
         """The per-layer error table, and the worst layers kept in float when asked (or needed, for auto)."""
         from .quant_debug import int8_with_float_layers, layer_errors
 
@@ -226,7 +261,7 @@ class _Converter:
                 names = [e["tensor"] for e in errors[:k]]
                 self._say(f"{name} with {k} layer(s) in float")
                 chosen = self._validate(name, int8_with_float_layers(model, calibration, names, opts.n_calibration,
-                                                                       opts.seed))
+                                                                       opts.seed), heads)
             if opts.float_layers != "auto" or -chosen.val["auc_change"] <= opts.max_auc_drop:
                 flags["float_layers"] = [e["tensor"] for e in errors[:k]]
                 break
@@ -239,6 +274,10 @@ class _Converter:
     def _readiness(self, name: str, path: Path, blob: bytes) -> dict:
         static = edgetpu_readiness.check(blob)
         compiled = edgetpu_readiness.compile_if_available(path)
+        if compiled.get("file"):
+            # The build is another file: it gets the plain model's contract with digests of its own content.
+            build = path.with_name(compiled["file"])
+            build.write_bytes(embed_contract(build.read_bytes(), read_contract(blob)))
         if compiled.get("compiler_ops"):
             compiled["differences"] = edgetpu_readiness.compare_with_compiler(static, compiled["compiler_ops"])
         self.readiness_md.append(edgetpu_readiness.markdown(name, static, compiled))
@@ -250,10 +289,11 @@ class _Converter:
 def summary_markdown(manifest: dict) -> str:
     lines = [f"# medlite convert: {manifest['bundle']}", "",
              f"Operating point: {manifest['operating_point']}, re-chosen on validation for every variant. "
-             f"Flag: validation AUC drop above {manifest['max_auc_drop']}.", "",
+             f"Flag: validation AUC drop above {manifest['max_auc_drop']}. "
+             f"Intended use: {manifest.get('intended_use', 'not recorded')}.", "",
              "| variant | size KiB | gzip KiB | val AUC | AUC change | agreement with fp32 | mean / max score diff | "
-             "threshold | test AUC | Edge TPU | flagged |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
+             "threshold | test AUC | test agreement | distinct test scores | Edge TPU | flagged |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for e in manifest["variants"]:
         m, t = e["metrics"], e["test"] or {}
         thr = "-" if m.get("threshold") is None else f"{m['threshold']:.4f}"
@@ -261,7 +301,8 @@ def summary_markdown(manifest: dict) -> str:
         lines.append(f"| {e['variant']} | {e['size_bytes'] / 1024:.1f} | {e['size_gzip_bytes'] / 1024:.1f} | "
                      f"{m['auc']:.4f} | {m['auc_change']:+.4f} | {m['agreement_with_fp32']:.3f} | "
                      f"{m['score_diff_mean']:.4f} / {m['score_diff_max']:.4f} | {thr} | "
-                     f"{t.get('auc', float('nan')):.4f} | {tpu} | {'YES' if e['flagged'] else 'no'} |")
+                     f"{t.get('auc', float('nan')):.4f} | {t.get('agreement_with_fp32', float('nan')):.3f} | "
+                     f"{t.get('distinct_scores', '-')} | {tpu} | {'YES' if e['flagged'] else 'no'} |")
     for e in manifest["variants"]:
         if e.get("layer_errors"):
             worst = ", ".join(f"`{r['tensor']}` ({r['op']}, RMSE/scale {r['rmse_over_scale']:.2f})"

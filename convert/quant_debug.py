@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 
 import numpy as np
 
-from ..train.tf import tf
+from ..train.tf import quiet, quiet_stderr, tf
 from .export import converter_for, representative
 
 
@@ -22,8 +23,11 @@ def _debugger(model, calibration: np.ndarray, n: int, seed: int, denylist=()):
 
 def layer_errors(model, calibration: np.ndarray, n: int = 100, seed: int = 0) -> list[dict]:
     """Every quantized layer's error on real images, worst (highest mean squared error) first."""
-    dbg = _debugger(model, calibration, n, seed)
-    dbg.run()
+    with quiet_stderr(quiet()), warnings.catch_warnings():
+        # The debugger runs TensorFlow's own (deprecated) interpreter: its warning is not the user's concern.
+        warnings.simplefilter("ignore", UserWarning)
+        dbg = _debugger(model, calibration, n, seed)
+        dbg.run()
     buf = io.StringIO()
     dbg.layer_statistics_dump(buf)
     rows = []
@@ -38,4 +42,6 @@ def layer_errors(model, calibration: np.ndarray, n: int = 100, seed: int = 0) ->
 
 def int8_with_float_layers(model, calibration: np.ndarray, layers: list[str], n: int = 300, seed: int = 0) -> bytes:
     """An int8 model whose ``layers`` (output tensor names) stay in float; its input and output stay float."""
-    return bytes(_debugger(model, calibration, n, seed, denylist=layers).get_nondebug_quantized_model())
+    with quiet_stderr(quiet()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return bytes(_debugger(model, calibration, n, seed, denylist=layers).get_nondebug_quantized_model())

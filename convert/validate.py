@@ -19,6 +19,13 @@ def predict_prepared(model_bytes: bytes, *inputs: np.ndarray | None, backend: st
             for x in inputs]
 
 
+def features_prepared(model_bytes: bytes, *inputs: np.ndarray, backend: str = "cpu") -> list[np.ndarray]:
+    """The model's own penultimate features (dequantized) for each set of prepared float inputs."""
+    model = load(model_bytes, backend=backend)
+    spec = model.contract.input
+    return [np.stack([model.infer(quantize(x[i : i + 1], spec))[1] for i in range(len(x))]) for x in inputs]
+
+
 def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref: Contract, policy: str, target: float,
             seed: int = 0) -> tuple[float | None, dict]:
     """Re-choose this variant's threshold on ``y`` and measure it against the reference's scores and contract.

@@ -7,15 +7,15 @@ if __name__ != "medlite.edge":
     raise ImportError(f"import medlite.edge, not {__name__}")
 
 from .backends.session import Options  # noqa: E402
-from .contract import Contract, InputSpec, Preprocess, read_contract  # noqa: E402
+from .contract import Contract, InputSpec, IntendedUse, Preprocess, read_contract  # noqa: E402
 from .decision import decide  # noqa: E402
-from .errors import BackendUnavailable, DataError, InputError, MedliteError, ModelError  # noqa: E402
+from .errors import BackendUnavailable, DataError, InputError, MedliteError, ModelError, Rejected  # noqa: E402
 from .frames import Frame  # noqa: E402
 from .runtime import Attempt, Model, Prediction, load  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = [
     "load", "Model", "Prediction", "Attempt", "Frame", "Options", "decide",
-    "Contract", "InputSpec", "Preprocess", "read_contract",
-    "MedliteError", "InputError", "ModelError", "DataError", "BackendUnavailable", "__version__",
+    "Contract", "InputSpec", "IntendedUse", "Preprocess", "read_contract",
+    "MedliteError", "InputError", "ModelError", "DataError", "BackendUnavailable", "Rejected", "__version__",
 ]

@@ -9,6 +9,7 @@ next files. A decoder that crashes its worker costs that one file, not the run.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import glob
 import logging
 import multiprocessing
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract import Contract
-from .errors import MedliteError
+from .contract import Contract, IntendedUse
+from .errors import MedliteError, Rejected
 from .frames import Frame
 from .preprocess import prepare, quantize
 from .readers import SUFFIXES, read
@@ -61,18 +62,25 @@ def error_record(file: str, error: str) -> dict:
     return {"file": file, "status": "error", "error": error}
 
 
-def decode(file: str, contract: Contract):
-    """Read and prepare every frame of one file: ([(frame without pixels, input), ...], None) or (None, error)."""
+def rejected_record(file: str, reason: str) -> dict:
+    return {"file": file, "status": "rejected", "reason": reason}
+
+
+def decode(file: str, contract: Contract, intended: IntendedUse | None):
+    """Read and prepare every frame of one file: ("ok", [(frame without pixels, input), ...]),
+    ("rejected", reason) or ("error", problem)."""
     try:
         out = []
-        for f in read(file, contract.preprocess):
+        for f in read(file, contract.preprocess, intended):
             x = quantize(prepare(f.pixels, contract.preprocess, contract.input, f.file)[None], contract.input)
-            out.append((Frame(np.empty((0, 0, 1), np.float32), f.file, f.frame, f.sop_instance_uid), x))
-        return out, None
+            out.append((dataclasses.replace(f, pixels=np.empty((0, 0, 1), np.float32)), x))
+        return "ok", out
+    except Rejected as e:
+        return "rejected", e.reason
     except MedliteError as e:
-        return None, getattr(e, "problem", str(e))
+        return "error", getattr(e, "problem", str(e))
     except Exception as e:  # an unexpected decoder failure is still one file's failure, not the run's
-        return None, f"could not be read ({type(e).__name__}: {e})"
+        return "error", f"could not be read ({type(e).__name__}: {e})"
 
 
 def _ready() -> bool:
@@ -92,29 +100,30 @@ def _start_pool(workers: int, ctx) -> ProcessPoolExecutor | None:
         return None
 
 
-def _isolated(file: str, contract: Contract, ctx):
+def _isolated(file: str, job: tuple, ctx):
     """Decode one file in a single-use process: the way to tell a file that kills its decoder."""
     with ProcessPoolExecutor(1, mp_context=ctx) as one:
         try:
-            return one.submit(decode, file, contract).result()
+            return one.submit(decode, file, *job).result()
         except BrokenProcessPool:
-            return None, ("the image decoder crashed on this file (it is corrupt in a way the codec does not "
-                          "survive); it was skipped")
+            return "error", ("the image decoder crashed on this file (it is corrupt in a way the codec does not "
+                             "survive); it was skipped")
 
 
 def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
     """One record per frame or failure, in input order. ``workers=0`` decodes in this process."""
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds an interpreter's threads
+    job = (model.contract, model.reading_rules())
     pool = _start_pool(workers, ctx) if workers > 0 and len(files) > 1 else None
     if pool is None:
         for file in files:
-            yield from _infer(model, file, decode(file, model.contract))
+            yield from _infer(model, file, decode(file, *job))
         return
     pending: collections.deque = collections.deque()
     todo = iter(files)
     try:
         for file in todo:  # a bounded window of decodes ahead of inference
-            pending.append((file, pool.submit(decode, file, model.contract)))
+            pending.append((file, pool.submit(decode, file, *job)))
             if len(pending) >= 4 * workers:
                 break
         while pending:
@@ -124,23 +133,26 @@ def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
             except BrokenProcessPool:
                 # A worker died on one of the files in flight: retry this one alone to learn whether it is the
                 # culprit, then carry on with a fresh pool (a later culprit breaks it again and is found the same way).
-                decoded = _isolated(file, model.contract, ctx)
+                decoded = _isolated(file, job, ctx)
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = ProcessPoolExecutor(workers, mp_context=ctx)
-                pending = collections.deque((f, pool.submit(decode, f, model.contract)) for f, _ in pending)
+                pending = collections.deque((f, pool.submit(decode, f, *job)) for f, _ in pending)
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(decode, nxt, model.contract)))
+                pending.append((nxt, pool.submit(decode, nxt, *job)))
             yield from _infer(model, file, decoded)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _infer(model: Model, file: str, decoded) -> Iterator[dict]:
-    frames, error = decoded
-    if error is not None:
-        yield error_record(file, error)
+    status, payload = decoded
+    if status == "error":
+        yield error_record(file, payload)
         return
-    for frame, x in frames:
-        scores, ms = model.run(x)
-        yield model.result(scores, ms, frame).record()
+    if status == "rejected":
+        yield rejected_record(file, payload)
+        return
+    for frame, x in payload:
+        scores, features, ms = model.infer(x)
+        yield model.result(scores, ms, frame, features).record()

@@ -8,18 +8,23 @@ pixels become that input, its labels and operating point, and where it came from
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ModelError
-from .tflite_file import check_model_bytes
+from .tflite_file import digest_outside, metadata_spans
+
+log = logging.getLogger("medlite")
 
 METADATA_NAME = "medlite.contract"
 SCHEMA = 1
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
 COLORS = ("grey", "rgb")
 VOI_POLICIES = ("file", "minmax")
+ACTIVATIONS = ("none", "softmax")
 CROPS = ("center", "none")
 
 
@@ -50,17 +55,57 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class IntendedUse:
+    """What the model was validated on, checked against each DICOM's own tags before it is decoded.
+
+    An empty list allows anything; a tag the file does not have is not a mismatch (the out-of-distribution
+    guard still sees the image).
+    """
+
+    modalities: tuple[str, ...] = ()  # DICOM Modality values, e.g. ("CR", "DX")
+    body_parts: tuple[str, ...] = ()  # DICOM BodyPartExamined values, e.g. ("CHEST",)
+    description: str = ""  # in words, e.g. "paediatric chest X-ray"
+
+    def violation(self, modality: str | None, body_part: str | None) -> str | None:
+        """Why a file with these tags is outside the intended use; None when it is not."""
+        if self.modalities and modality and modality.strip().upper() not in self.modalities:
+            return (f"modality {modality.strip()} is not among this model's intended inputs "
+                    f"({', '.join(self.modalities)})")
+        if self.body_parts and body_part and body_part.strip().upper() not in self.body_parts:
+            return (f"body part {body_part.strip()} is not among this model's intended inputs "
+                    f"({', '.join(self.body_parts)})")
+        return None
+
+    def describe(self) -> str:
+        rules = [f"modality {', '.join(self.modalities)}" if self.modalities else "",
+                 f"body part {', '.join(self.body_parts)}" if self.body_parts else ""]
+        text = "; ".join(r for r in rules if r) or "no DICOM rules"
+        return f"{text} ({self.description})" if self.description else text
+
+
+@dataclass(frozen=True)
 class Contract:
     """What a model promises and needs; see DESIGN.md, 'The model contract'."""
 
     input: InputSpec
     labels: tuple[str, ...]
     preprocess: Preprocess = field(default_factory=Preprocess)
+    # "softmax": the model ends in logits and the runtime applies softmax in float, so that an integer model's
+    # scores keep their ranking (a quantized softmax leaves a few dozen distinct values); "none": the outputs
+    # are the scores already (models written before medlite exported logits).
+    activation: str = "none"
+    intended_use: IntendedUse = field(default_factory=IntendedUse)
+    scores_output: int = 0  # which of the model's outputs holds the class scores (or logits)
+    features_output: int | None = None  # which holds the penultimate features, when the model gives them
+    ood: dict[str, Any] = field(default_factory=dict)  # the out-of-distribution detector (edge/ood.py), if fitted
     positive_index: int | None = None  # binary models: the class whose score meets the threshold
     threshold: float | None = None  # operating point chosen on validation data for this variant
     operating_point: str = ""  # how the threshold was chosen, e.g. "sensitivity>=0.95"
     provenance: dict[str, Any] = field(default_factory=dict)  # version, variant, hashes
     validation: dict[str, Any] = field(default_factory=dict)  # metrics measured at conversion
+    # Digests written at conversion: "content_sha256" of the file with this contract's bytes counted as zeros
+    # (weights and graph), "contract_sha256" of the rest of this contract; load() refuses a file that differs.
+    integrity: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA
 
     @property
@@ -92,11 +137,18 @@ class Contract:
                 input=inp,
                 labels=tuple(str(x) for x in d["labels"]),
                 preprocess=pre,
+                activation=d.get("activation", "none"),
+                scores_output=int(d.get("scores_output", 0)),
+                features_output=d.get("features_output"),
+                ood=dict(d.get("ood", {})),
+                intended_use=IntendedUse(**{k: (tuple(str(x).upper() for x in v) if k != "description" else str(v))
+                                            for k, v in d.get("intended_use", {}).items()}),
                 positive_index=d.get("positive_index"),
                 threshold=d.get("threshold"),
                 operating_point=d.get("operating_point", ""),
                 provenance=dict(d.get("provenance", {})),
                 validation=dict(d.get("validation", {})),
+                integrity=dict(d.get("integrity", {})),
                 schema=d.get("schema", SCHEMA),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -124,6 +176,8 @@ class Contract:
             problems.append(f"voi must be one of {VOI_POLICIES}, got {pre.voi!r}")
         if len(pre.mean) not in (1, inp.channels) or len(pre.std) not in (1, inp.channels):
             problems.append("mean and std must have one value or one per channel")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if len(self.labels) < 2:
             problems.append("a classifier needs at least two labels")
         if self.positive_index is not None and not 0 <= self.positive_index < len(self.labels):
@@ -132,16 +186,33 @@ class Contract:
             raise ModelError(file, "the medlite contract is invalid: " + "; ".join(problems))
 
 
+def contract_digest(d: dict[str, Any]) -> str:
+    """SHA-256 of a contract's content apart from its integrity entry, in a canonical JSON form."""
+    rest = {k: v for k, v in d.items() if k != "integrity"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_contract(model: bytes, file: str | None = None) -> Contract:
-    """The contract inside a .tflite file's bytes; ModelError when there is none."""
-    metadata = check_model_bytes(model, file)
-    raw = metadata.get(METADATA_NAME)
-    if raw is None:
+    """The contract inside a .tflite file's bytes, its digests verified; ModelError when there is none,
+    or when the file is not the one the contract was written into."""
+    spans = metadata_spans(model, file)
+    if METADATA_NAME not in spans:
         raise ModelError(file, "this .tflite has no medlite contract (no 'medlite.contract' metadata), so "
                                "medlite cannot know its preprocessing, labels or threshold; produce the model "
                                "with `medlite convert` (or `medlite demo`) instead of another converter")
+    start, end = spans[METADATA_NAME]
     try:
-        d = json.loads(raw.decode("utf-8"))
+        d = json.loads(model[start:end].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(file, f"the medlite contract is not valid JSON ({e})") from None
-    return Contract.from_dict(d, file)
+        raise ModelError(file, f"the medlite contract is not valid JSON ({e}); the file was damaged") from None
+    if not isinstance(d, dict):
+        raise ModelError(file, "the medlite contract is not a JSON object; the file was damaged")
+    contract = Contract.from_dict(d, file)
+    digests = contract.integrity
+    if not digests:
+        log.warning("%s: written by an older medlite, without digests; it loads unverified", file or "model")
+    elif (digests.get("contract_sha256") != contract_digest(d)
+          or digests.get("content_sha256") != digest_outside(model, (start, end))):
+        raise ModelError(file, "the model's weights do not match its contract: the file was damaged or altered; "
+                               "re-copy it")
+    return contract

@@ -11,8 +11,8 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-from .contract import Preprocess
-from .errors import InputError
+from .contract import IntendedUse, Preprocess
+from .errors import InputError, Rejected
 from .frames import Frame
 
 GREY = ("MONOCHROME1", "MONOCHROME2")
@@ -22,10 +22,17 @@ PALETTE = "PALETTE COLOR"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def read_dicom(path: str, pre: Preprocess) -> list[Frame]:
-    """Decode a DICOM file into frames chosen by the contract's frame policy."""
+def read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None = None) -> list[Frame]:
+    """Decode a DICOM file into frames chosen by the contract's frame policy.
+
+    With ``intended``, a file whose tags are outside the model's intended use raises Rejected before
+    its pixels are decoded."""
     ds = _open(path)
     uid = str(ds.get("SOPInstanceUID", "")) or None
+    modality, body_part = (str(ds.get(k, "") or "").strip() or None for k in ("Modality", "BodyPartExamined"))
+    reason = intended.violation(modality, body_part) if intended else None
+    if reason:
+        raise Rejected(path, reason)
     if not any(k in ds for k in PIXEL_KEYWORDS):
         sop = getattr(ds.get("SOPClassUID"), "name", None) or ds.get("SOPClassUID", "unknown SOP class")
         raise InputError(path, f"this DICOM has no pixel data ({sop}, modality {ds.get('Modality', '?')}); "
@@ -47,7 +54,8 @@ def read_dicom(path: str, pre: Preprocess) -> list[Frame]:
     frames = []
     for i in indices:
         pixels = _to_display(arr[i], ds, photometric, pre)
-        frames.append(Frame(pixels, file=path, frame=i if n_frames > 1 else None, sop_instance_uid=uid))
+        frames.append(Frame(pixels, file=path, frame=i if n_frames > 1 else None, sop_instance_uid=uid,
+                            modality=modality, body_part=body_part))
     return frames
 
 

@@ -45,6 +45,7 @@ def environment(model: str | None = None) -> dict:
         try:
             m = load(model)
             info["model"] = {"path": model, "backend": m.backend, "sha256": m.sha256,
+                             "intended_use": m.contract.intended_use.describe(),
                              "attempts": [vars(a) for a in m.attempts]}
         except Exception as e:  # the report must still print when the model is the problem
             info["model"] = {"path": model, "error": str(e)}

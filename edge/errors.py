@@ -36,3 +36,13 @@ class BackendUnavailable(MedliteError, RuntimeError):
         self.backend = backend
         self.reason = reason
         super().__init__(f"backend {backend!r} unavailable: {reason}")
+
+
+class Rejected(MedliteError):
+    """A readable input outside the model's intended use: not an error, and never answered; ``reason`` says
+    which rule and what the file holds."""
+
+    def __init__(self, file: str | None, reason: str):
+        self.file = file
+        self.reason = reason
+        super().__init__(f"{file}: {reason}" if file else reason)

@@ -15,3 +15,5 @@ class Frame:
     file: str | None = None
     frame: int | None = None  # index within a multi-frame DICOM, else None
     sop_instance_uid: str | None = None  # identifies a DICOM instance without patient data
+    modality: str | None = None  # DICOM Modality and BodyPartExamined, when the file has them
+    body_part: str | None = None

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .contract import Preprocess
+from .contract import IntendedUse, Preprocess
 from .errors import InputError
 from .frames import Frame
 
@@ -17,8 +17,10 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom", ".npy"}
 
 
-def read(source, pre: Preprocess | None = None) -> list[Frame]:
-    """Frames from a path or an array (HxW or HxWxC display values), following the frame policy."""
+def read(source, pre: Preprocess | None = None, intended: IntendedUse | None = None) -> list[Frame]:
+    """Frames from a path or an array (HxW or HxWxC display values), following the frame policy.
+
+    With ``intended``, a DICOM outside the model's intended use raises Rejected (other files carry no tags)."""
     pre = pre or Preprocess()
     if isinstance(source, Frame):
         return [source]
@@ -41,7 +43,7 @@ def read(source, pre: Preprocess | None = None) -> list[Frame]:
     if suffix in DICOM_SUFFIXES or _has_dicom_marker(path):
         from .dicom import read_dicom  # pydicom is imported only when a DICOM is read
 
-        return read_dicom(path, pre)
+        return read_dicom(path, pre, intended)
     raise InputError(path, f"unsupported file type {suffix!r}; medlite reads {', '.join(sorted(SUFFIXES))}")
 
 

@@ -19,10 +19,11 @@ import numpy as np
 from . import backends
 from .backends import edgetpu
 from .backends.session import Options
-from .contract import Contract, read_contract
+from .contract import Contract, IntendedUse, read_contract
 from .decision import decide
 from .errors import BackendUnavailable, InputError, ModelError
 from .frames import Frame
+from .ood import OodDetector
 from .preprocess import prepare, quantize
 from .readers import read
 
@@ -51,16 +52,23 @@ class Prediction:
     file: str | None = None
     frame: int | None = None
     sop_instance_uid: str | None = None
+    intended_use_ignored: bool = False  # the intended-use rules were overridden for this run
+    # False: the image lies outside what the model was trained on (it is still scored); None: no detector
+    in_distribution: bool | None = None
+    ood_score: float | None = None  # the detector's distance; above the contract's threshold is out
 
     def record(self) -> dict:
         """The ``ok`` result record (DESIGN.md, "Result records"): one line of ``predict``'s JSON Lines."""
         rec = {"file": self.file, "status": "ok", "label": self.label, "scores": self.scores,
                "positive": self.positive, "score": self.score, "threshold": self.threshold, "backend": self.backend,
-               "latency_ms": self.latency_ms, "model_sha256": self.model_sha256}
+               "latency_ms": self.latency_ms, "model_sha256": self.model_sha256,
+               "in_distribution": self.in_distribution, "ood_score": self.ood_score}
         if self.frame is not None:
             rec["frame"] = self.frame
         if self.sop_instance_uid:
             rec["sop_instance_uid"] = self.sop_instance_uid
+        if self.intended_use_ignored:
+            rec["intended_use"] = "ignored"
         return rec
 
 
@@ -78,8 +86,14 @@ class Model:
         self._lock = threading.Lock()
         self._check_session(contract, session)
         self._labels = contract.labels
-        self._out_quant = session.output.quant
+        self._scores_at, self._features_at = contract.scores_output, contract.features_output
+        self._out_quant = session.outputs[self._scores_at].quant
+        self._features_quant = None if self._features_at is None else session.outputs[self._features_at].quant
+        self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
         self._in_spec = contract.input
+        self._softmax = contract.activation == "softmax"
+        # Set to run DICOMs outside the intended use anyway (`--ignore-intended-use`); each result says so.
+        self.intended_use_ignored = False
 
     @property
     def backend(self) -> str:
@@ -91,9 +105,13 @@ class Model:
             raise ModelError(self.path, f"the contract says input {shape} {c.input.dtype} but the model takes "
                                         f"{tuple(s.input.shape)} {s.input.dtype}; the file was altered after "
                                         "conversion")
-        n_out = int(np.prod(s.output.shape))
+        wanted = [i for i in (c.scores_output, c.features_output) if i is not None]
+        if max(wanted) >= len(s.outputs):
+            raise ModelError(self.path, f"the contract names output {max(wanted)} but the model has "
+                                        f"{len(s.outputs)}; the file was altered after conversion")
+        n_out = int(np.prod(s.outputs[c.scores_output].shape))
         if n_out != len(c.labels):
-            raise ModelError(self.path, f"the model has {n_out} outputs but the contract names "
+            raise ModelError(self.path, f"the model has {n_out} scores but the contract names "
                                         f"{len(c.labels)} labels")
 
     def prepare(self, frame: Frame) -> np.ndarray:
@@ -101,23 +119,39 @@ class Model:
         x = prepare(frame.pixels, self.contract.preprocess, self._in_spec, frame.file)
         return quantize(x[None], self._in_spec)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """Prepared input to dequantized class scores and the interpreter's latency in ms."""
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """Prepared input to class scores, the penultimate features (None when the model gives none) and the
+        interpreter's latency in ms; both dequantized, the contract's activation applied in float."""
         with self._lock:
             t0 = time.perf_counter()
-            raw = self._session.run(x)
+            outputs = self._session.run(x)
             dt = time.perf_counter() - t0
-        raw = raw.reshape(-1)
-        if self._out_quant is not None:
-            scale, zero_point = self._out_quant
-            scores = (raw.astype(np.float32) - zero_point) * scale
-        else:
-            scores = raw.astype(np.float32, copy=False)
-        return scores, dt * 1e3
+        scores = _dequantize(outputs[self._scores_at], self._out_quant)
+        if self._softmax:
+            e = np.exp(scores - scores.max())
+            scores = e / e.sum()
+        features = None
+        if self._features_at is not None:
+            features = _dequantize(outputs[self._features_at], self._features_quant)
+        return scores, features, dt * 1e3
 
-    def result(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None) -> Prediction:
-        """Scores of one input to its Prediction, by the contract's decision rule."""
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """Prepared input to class scores and the interpreter's latency in ms."""
+        scores, _, ms = self.infer(x)
+        return scores, ms
+
+    def ood_score(self, features: np.ndarray | None) -> tuple[bool | None, float | None]:
+        """(in_distribution, score) of an input's features; (None, None) for a model without a detector."""
+        if self._ood is None or features is None:
+            return None, None
+        score = self._ood.score(features)
+        return score <= self._ood.threshold, score
+
+    def result(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None,
+               features: np.ndarray | None = None) -> Prediction:
+        """Scores (and features) of one input to its Prediction, by the contract's decision rule."""
         c = self.contract
+        in_distribution, ood_score = self.ood_score(features)
         score = None if c.positive_index is None else float(scores[c.positive_index])
         label_index = int(decide(scores, c))
         binary = score is not None and c.threshold is not None and len(c.labels) == 2
@@ -133,11 +167,19 @@ class Model:
             file=frame.file if frame else None,
             frame=frame.frame if frame else None,
             sop_instance_uid=frame.sop_instance_uid if frame else None,
+            intended_use_ignored=self.intended_use_ignored,
+            in_distribution=in_distribution,
+            ood_score=ood_score,
         )
 
+    def reading_rules(self) -> IntendedUse | None:
+        """The intended use a DICOM is checked against before decoding; None once it is ignored."""
+        return None if self.intended_use_ignored else self.contract.intended_use
+
     def frames(self, source) -> list[Frame]:
-        """Decode a path, array or Frame by the contract's reader policy (frame selection included)."""
-        return read(source, self.contract.preprocess)
+        """Decode a path, array or Frame by the contract's reader policy (frame selection included); a DICOM
+        outside the intended use raises Rejected."""
+        return read(source, self.contract.preprocess, self.reading_rules())
 
     def predict(self, image_or_path) -> Prediction:
         """Classify one image (path, HxW[xC] array of display values, or Frame)."""
@@ -155,12 +197,20 @@ class Model:
 
     def predict_input(self, x: np.ndarray) -> Prediction:
         """Classify an input already prepared by ``prepare`` (batch 1, the model's dtype)."""
-        scores, ms = self.run(x)
-        return self.result(scores, ms)
+        scores, features, ms = self.infer(x)
+        return self.result(scores, ms, features=features)
 
     def _predict_frame(self, frame: Frame) -> Prediction:
-        scores, ms = self.run(self.prepare(frame))
-        return self.result(scores, ms, frame)
+        scores, features, ms = self.infer(self.prepare(frame))
+        return self.result(scores, ms, frame, features)
+
+
+def _dequantize(raw: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
+    raw = raw.reshape(-1)
+    if quant is None:
+        return raw.astype(np.float32, copy=False)
+    scale, zero_point = quant
+    return (raw.astype(np.float32) - zero_point) * scale
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -8,6 +8,7 @@ is a few lines of ``struct`` so that it works with either runtime installed.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 from .errors import ModelError
@@ -91,13 +92,14 @@ class _Reader:
         return struct.unpack_from("<" + fmt, self.buf, pos)[0]
 
 
-def _buffer_bytes(r: _Reader, buffer_table: int) -> bytes:
+def _buffer_span(r: _Reader, buffer_table: int) -> tuple[int, int]:
+    """Where a buffer's bytes lie in the file: (start, end), checked to be inside it."""
     start, n = r.vector(buffer_table, _BUFFER_DATA)
     if n:
         if start + n > len(r.buf):
             r.fail(f"the file is truncated: a weight buffer of {n} bytes runs past the end of the file "
                    f"({len(r.buf)} bytes); re-copy the model")
-        return r.buf[start : start + n]
+        return start, start + n
     # Large models keep buffers after the flatbuffer, addressed by offset and size.
     offset = r.scalar(buffer_table, _BUFFER_OFFSET, "Q")
     size = r.scalar(buffer_table, _BUFFER_SIZE, "Q")
@@ -105,12 +107,12 @@ def _buffer_bytes(r: _Reader, buffer_table: int) -> bytes:
         if offset + size > len(r.buf):
             r.fail(f"the file is truncated: a weight buffer at byte {offset} of {size} bytes runs past "
                    f"the end of the file ({len(r.buf)} bytes); re-copy the model")
-        return r.buf[offset : offset + size]
-    return b""
+        return offset, offset + size
+    return 0, 0
 
 
-def check_model_bytes(buf: bytes, file: str | None = None) -> dict[str, bytes]:
-    """Check that ``buf`` is a whole TFLite model and return its metadata entries by name.
+def metadata_spans(buf: bytes, file: str | None = None) -> dict[str, tuple[int, int]]:
+    """Check that ``buf`` is a whole TFLite model; where each metadata entry's bytes lie, by name.
 
     Raises ModelError naming ``file`` when it is not a TFLite file or is truncated.
     """
@@ -123,16 +125,29 @@ def check_model_bytes(buf: bytes, file: str | None = None) -> dict[str, bytes]:
         r.fail("the file is truncated or corrupt (root table outside the file); re-copy the model")
     if not r.tables(root, _MODEL_SUBGRAPHS):
         r.fail("the model has no subgraph; it is corrupt or not an inference model")
-    buffers = r.tables(root, _MODEL_BUFFERS)
-    blobs = [_buffer_bytes(r, b) for b in buffers]
+    spans = [_buffer_span(r, b) for b in r.tables(root, _MODEL_BUFFERS)]
     metadata = {}
     for m in r.tables(root, _MODEL_METADATA):
         name = r.string(m, _METADATA_NAME) or ""
         index = r.scalar(m, _METADATA_BUFFER, "I")
-        if index >= len(blobs):
+        if index >= len(spans):
             r.fail(f"metadata entry {name!r} points at buffer {index}, which does not exist; the file is corrupt")
-        metadata[name] = blobs[index]
+        metadata[name] = spans[index]
     return metadata
+
+
+def check_model_bytes(buf: bytes, file: str | None = None) -> dict[str, bytes]:
+    """Check that ``buf`` is a whole TFLite model and return its metadata entries by name."""
+    return {name: buf[start:end] for name, (start, end) in metadata_spans(buf, file).items()}
+
+
+def digest_outside(buf: bytes, span: tuple[int, int]) -> str:
+    """SHA-256 of the file with the bytes of ``span`` counted as zeros: everything but one metadata entry."""
+    start, end = span
+    h = hashlib.sha256(memoryview(buf)[:start])
+    h.update(bytes(end - start))
+    h.update(memoryview(buf)[end:])
+    return h.hexdigest()
 
 
 def custom_ops(buf: bytes) -> list[str]:

@@ -44,6 +44,24 @@ MEDMNIST = {
     "organcmnist": ("0afa5834fb105f7705a7d93372119a21", None),
     "organsmnist": ("e5c39f1af030238290b9557d9503af9d", None),
 }
+# The clinically positive class of the binary MedMNIST sets: what a "positive" decision means, and so the class
+# an operating point's sensitivity protects.
+POSITIVE_CLASS = {"pneumoniamnist": "pneumonia", "breastmnist": "malignant"}
+# What each MedMNIST set's images are, as DICOM would say it: (modalities, body parts, in words). A model
+# trained on one carries this as its intended use.
+INTENDED_USE = {
+    "pneumoniamnist": (("CR", "DX"), ("CHEST",), "paediatric chest X-ray"),
+    "breastmnist": (("US",), ("BREAST",), "breast ultrasound"),
+    "pathmnist": (("SM",), (), "colorectal cancer histology"),
+    "dermamnist": (("XC",), ("SKIN",), "dermatoscopy of pigmented skin lesions"),
+    "octmnist": (("OPT",), ("EYE",), "retinal optical coherence tomography"),
+    "retinamnist": (("OP",), ("EYE",), "retinal fundus photography"),
+    "bloodmnist": (("SM",), (), "blood cell microscopy"),
+    "tissuemnist": (("SM",), ("KIDNEY",), "kidney cortex microscopy"),
+    "organamnist": (("CT",), ("ABDOMEN",), "abdominal CT, axial slices"),
+    "organcmnist": (("CT",), ("ABDOMEN",), "abdominal CT, coronal slices"),
+    "organsmnist": (("CT",), ("ABDOMEN",), "abdominal CT, sagittal slices"),
+}
 _ORGANS = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
            "lung-right", "pancreas", "spleen")
 SPLITS = ("train", "val", "test")

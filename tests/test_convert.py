@@ -207,3 +207,32 @@ def test_float_layers_auto(tiny_bundle, tmp_path, data_dir, monkeypatch):
         allow_drop=True))
     e = none["variants"][1]
     assert len(e["flags"]["float_layers"]) == 2 and "no count up to 2 float layers" in e["float_layers_note"]
+
+
+def test_integer_variants_end_in_logits_and_the_runtime_applies_softmax_in_float(all_variants, data_dir):
+    """No quantized SOFTMAX in the graph; the scores are softmax(dequantized logits), computed on the host."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from medlite.measure import datasets
+
+    out, manifest = all_variants
+    images = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:30]
+    for e in manifest["variants"]:
+        blob = (out / e["file"]).read_bytes()
+        contract = read_contract(blob)
+        assert contract.activation == "softmax" and contract.features_output is not None and contract.ood
+        if "edgetpu" in e:
+            assert "SOFTMAX" not in {op["op"] for op in e["edgetpu"]["ops"]}
+        model, raw = load(blob, backend="cpu"), Interpreter(model_content=blob)
+        raw.allocate_tensors()
+        (inp,), outp = raw.get_input_details(), raw.get_output_details()[contract.scores_output]
+        for img in images:
+            x = model.prepare(model.frames(img)[0])
+            raw.set_tensor(inp["index"], x)
+            raw.invoke()
+            logits = raw.get_tensor(outp["index"]).reshape(-1).astype(np.float64)
+            scale, zero = outp["quantization"]
+            logits = (logits - zero) * scale if scale else logits
+            expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            assert np.allclose(model.run(x)[0], expected, atol=1e-6)
+        assert e["test"]["distinct_scores"] > 1

@@ -8,7 +8,7 @@ import pytest
 
 from medlite.edge import load
 from medlite.edge.contract import Preprocess
-from medlite.edge.errors import InputError
+from medlite.edge.errors import InputError, Rejected
 from medlite.edge.readers import read
 
 US_FILES = ("examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm", "examples_jpeg2k.dcm")
@@ -71,10 +71,14 @@ def test_ybr_is_converted_to_rgb(pydicom_file):
 
 
 @pytest.mark.parametrize("name", US_FILES)
-def test_pydicom_ultrasound_files_predict(int8_model, name, pydicom_file):
+def test_pydicom_ultrasound_files_decode_and_run(int8_model, name, pydicom_file):
+    """Decoding every ultrasound encoding; the chest model runs them only with its intended use overridden."""
     model = load(int8_model)
+    with pytest.raises(Rejected, match="modality US is not among this model's intended inputs"):
+        model.predict(pydicom_file(name))
+    model.intended_use_ignored = True
     records = list(model.predict_many([pydicom_file(name)]))
-    assert len(records) == 1 and records[0].label in ("normal", "pneumonia")
+    assert len(records) == 1 and records[0].label in ("normal", "pneumonia") and records[0].intended_use_ignored
 
 
 def test_png_and_npy(int8_model, data_dir, tmp_path):
@@ -139,7 +143,11 @@ def test_non_image_dicom(int8_model, dicom_dir, tmp_path):
     ds.Modality = "SR"
     f = tmp_path / "report.dcm"
     ds.save_as(f)
-    problem = _problem(load(int8_model), f)
+    model = load(int8_model)
+    with pytest.raises(Rejected, match="modality SR is not among"):  # the chest model's intended use, first
+        model.predict(f)
+    model.intended_use_ignored = True
+    problem = _problem(model, f)
     assert "no pixel data" in problem and "SR" in problem
 
 
@@ -148,7 +156,9 @@ def test_unsupported_photometric(int8_model, dicom_dir, tmp_path):
     ds.PhotometricInterpretation = "HSV"
     f = tmp_path / "hsv.dcm"
     ds.save_as(f)
-    assert "photometric interpretation 'HSV' is not supported" in _problem(load(int8_model), f)
+    model = load(int8_model)
+    model.intended_use_ignored = True  # an ultrasound file, here only as an image the reader must refuse
+    assert "photometric interpretation 'HSV' is not supported" in _problem(model, f)
 
 
 def test_missing_decoder_is_named(int8_model, dicom_dir, monkeypatch):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medlite.cli import main
-from medlite.edge import BackendUnavailable, Options, load
+from medlite.edge import BackendUnavailable, Options, Rejected, load, read_contract
 from medlite.edge.backends import edgetpu, gpu
 from medlite.edge.preprocess import prepare_batch
 from medlite.edge.readers import read
@@ -36,9 +36,12 @@ def test_named_backend_that_cannot_run_raises_with_its_reason(int8_model):
 
 
 def edgetpu_build(plain: bytes) -> bytes:
-    """The plain model with one operator turned into edgetpu_compiler's custom op, as in a real build."""
+    """The plain model with one operator turned into edgetpu_compiler's custom op, as in a real build, sealed
+    with the plain model's contract as `medlite convert` seals a compiled build."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+
+    from medlite.convert.contract_writer import embed_contract
 
     m = schema.ModelT.InitFromPackedBuf(bytearray(plain), 0)
     code = schema.OperatorCodeT()
@@ -48,7 +51,7 @@ def edgetpu_build(plain: bytes) -> bytes:
     m.subgraphs[0].operators[0].opcodeIndex = len(m.operatorCodes) - 1
     b = flatbuffers.Builder(0)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
+    return embed_contract(bytes(b.Output()), read_contract(plain))
 
 
 def test_edgetpu_build_falls_back_to_the_plain_model_beside_it(int8_model, tmp_path):
@@ -84,6 +87,11 @@ def test_edgetpu_plugin_chooses_the_build_beside_a_plain_model(int8_model, tmp_p
         edgetpu.open(data, Options())  # bytes alone, no file to look beside
     (tmp_path / "m_edgetpu.tflite").write_bytes(edgetpu_build(data))
     assert edgetpu._build_for(data, Options(path=str(plain))) == (tmp_path / "m_edgetpu.tflite").read_bytes()
+    damaged = bytearray((tmp_path / "m_edgetpu.tflite").read_bytes())
+    damaged[len(damaged) // 3] ^= 0x10
+    (tmp_path / "m_edgetpu.tflite").write_bytes(bytes(damaged))
+    with pytest.raises(RuntimeError, match="m_edgetpu.tflite: the model's weights do not match its contract"):
+        edgetpu._build_for(data, Options(path=str(plain)))
 
 
 def test_load_takes_bytes_and_gives_the_same_answer_as_the_file(int8_model, data_dir):
@@ -147,6 +155,7 @@ def test_training_and_cart_preprocessing_are_identical(int8_model, data_dir):
 
 def test_shared_model_is_thread_safe(int8_model, dicom_dir, data_dir):
     model = load(int8_model)
+    model.intended_use_ignored = True  # the ultrasound files too: here they are only inputs to decode
     files = sorted(dicom_dir.glob("*.dcm")) + sorted((data_dir / "images").glob("*.png"))
     expected = {str(f): model.predict(f).scores for f in files}
     got, errors = {}, []
@@ -174,7 +183,7 @@ def test_predict_cli_folder_with_bad_files(int8_model, dicom_dir, tmp_path, caps
     folder.mkdir()
     for f in dicom_dir.glob("*.dcm"):
         shutil.copy(f, folder / f.name)
-    (folder / "broken.dcm").write_bytes((dicom_dir / "US1_UNCR.dcm").read_bytes()[:5000])
+    (folder / "broken.dcm").write_bytes((dicom_dir / "RG1_J2KI.dcm").read_bytes()[:5000])
     (folder / "notes.png").write_bytes(b"not a png")
     out = tmp_path / "out.jsonl"
     rc = main(["predict", str(int8_model), str(folder), str(tmp_path / "nothing*.dcm"), "--out", str(out)])
@@ -183,20 +192,24 @@ def test_predict_cli_folder_with_bad_files(int8_model, dicom_dir, tmp_path, caps
     assert len(recs) == 7
     ok = [r for r in recs if r["status"] == "ok"]
     bad = {r["file"].rsplit("/", 1)[-1]: r["error"] for r in recs if r["status"] == "error"}
-    assert len(ok) == 4 and set(bad) == {"broken.dcm", "notes.png", "nothing*.dcm"}
+    rejected = {r["file"].rsplit("/", 1)[-1] for r in recs if r["status"] == "rejected"}
+    assert len(ok) == 2 and set(bad) == {"broken.dcm", "notes.png", "nothing*.dcm"}
+    assert rejected == {"US1_UNCR.dcm", "OBXXXX1A_rle.dcm"}
     assert "matched no files" in bad["nothing*.dcm"] and "not a readable image" in bad["notes.png"]
     for r in ok:
-        for key in ("file", "label", "scores", "positive", "backend", "latency_ms", "model_sha256"):
+        for key in ("file", "label", "scores", "positive", "backend", "latency_ms", "model_sha256",
+                    "in_distribution", "ood_score"):
             assert key in r
-    assert "4 result(s), 3 failure(s)" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "2 result(s)" in err and "2 rejected (outside the intended use); 3 failure(s)" in err
 
 
 def test_predict_cli_cine_frames_and_exit_codes(int8_model, tmp_path, pydicom_file):
     out = tmp_path / "cine.jsonl"
     assert main(["predict", str(int8_model), pydicom_file("examples_ybr_color.dcm"), "--frames", "all",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--out", str(out), "--quiet", "--ignore-intended-use"]) == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["frame"] for r in recs] == list(range(30))
+    assert [r["frame"] for r in recs] == list(range(30)) and {r["intended_use"] for r in recs} == {"ignored"}
     assert main(["predict", str(tmp_path / "missing.tflite"), str(out)]) == 3  # the model cannot run
 
 
@@ -234,5 +247,32 @@ def test_folder_run_decodes_inline_when_worker_processes_cannot_start(int8_model
     monkeypatch.setattr(multiprocessing.spawn, "_python_exe", "/bin/false")
     with caplog.at_level("WARNING", logger="medlite"):
         records = list(batch.run(model, files, workers=2))
-    assert [r["status"] for r in records] == ["ok"] * 4
+    assert sorted(r["status"] for r in records) == ["ok", "ok", "rejected", "rejected"]
     assert "could not start" in caplog.text
+
+
+def test_dicoms_outside_the_intended_use_are_rejected_with_a_reason(int8_model, dicom_dir, tmp_path,
+                                                                     pydicom_file, capsys):
+    """The chest X-ray model: ultrasound of every kind and a CR of the cervical spine are rejected before
+    decoding; the CR chest PA and the DX chest (no body part tag: nothing to mismatch) are answered."""
+    us = [pydicom_file(n) for n in ("examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm",
+                                    "examples_jpeg2k.dcm")] + [str(dicom_dir / "US1_UNCR.dcm"),
+                                                               str(dicom_dir / "OBXXXX1A_rle.dcm")]
+    spine = pydicom_file("dicomdirtests/77654033/CR1/6154")  # CR, BodyPartExamined CSPINE
+    chest = [str(dicom_dir / "RG1_J2KI.dcm"), str(dicom_dir / "nih_cxr14_dx_nofinding.dcm")]
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(int8_model), *us, spine, *chest, "--out", str(out), "-q"]) == 0
+    recs = {r["file"]: r for r in map(json.loads, out.read_text().splitlines())}
+    for f in us:
+        assert recs[f] == {"file": f, "status": "rejected",
+                           "reason": "modality US is not among this model's intended inputs (CR, DX)"}
+    assert recs[spine]["status"] == "rejected"
+    assert recs[spine]["reason"] == "body part CSPINE is not among this model's intended inputs (CHEST)"
+    assert all(recs[f]["status"] == "ok" and "intended_use" not in recs[f] for f in chest)
+    model = load(int8_model)
+    assert model.contract.intended_use.modalities == ("CR", "DX")
+    with pytest.raises(Rejected, match="modality US"):
+        model.predict(us[0])
+    assert main(["predict", str(int8_model), us[0], "--out", str(out), "-q", "--ignore-intended-use"]) == 0
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    assert rec["status"] == "ok" and rec["intended_use"] == "ignored"

@@ -111,7 +111,9 @@ def test_train_on_a_class_folder_of_real_images(tmp_path, data_dir, dicom_dir, c
     _class_folder(tmp_path / "xray", data_dir, dicom_dir)
     out = tmp_path / "bundle"
     rc = main(["train", "--data", str(tmp_path / "xray"), "--out", str(out), "--epochs", "2", "--image-size", "28"])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "positive class: pneumonia (the second label" in err and "--positive-class" in err
     info = json.loads((out / "bundle.json").read_text())
     assert info["skipped_files"] and "broken.png" in info["skipped_files"][0]
     contract = json.loads((out / "contract.json").read_text())
@@ -135,3 +137,34 @@ def test_train_on_rgb_multiclass_npz_without_val(tmp_path, data_dir, capsys):
     assert contract["threshold"] is None and contract["positive_index"] is None
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"auc", "accuracy"} <= set(metrics["validation"]) and metrics["validation"]["n"] == 30
+
+
+def _breastmnist_from_busi(path, busi) -> None:
+    """A BreastMNIST-format file from the real BUSI images: 28x28 grey, label 0 malignant, 1 normal or benign,
+    as MedMNIST defines BreastMNIST."""
+    xs, ys = [], []
+    for cls, label in (("malignant", 0), ("benign", 1), ("normal", 1)):
+        for f in sorted((busi / "images" / cls).glob("*.png"))[:60]:
+            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            xs.append(cv2.resize(img, (28, 28), interpolation=cv2.INTER_AREA))
+            ys.append(label)
+    x, y = np.stack(xs), np.array(ys)[:, None]
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    np.savez(path, train_images=x[:130], train_labels=y[:130], test_images=x[130:], test_labels=y[130:])
+
+
+def test_breastmnist_positive_class_is_malignant(tmp_path, data_dir, capsys):
+    """The clinically positive class, though it is label 0: the operating point protects malignant lesions."""
+    _breastmnist_from_busi(tmp_path / "breastmnist.npz", data_dir / "busi")
+    out = tmp_path / "b"
+    assert main(["train", "--data", str(tmp_path / "breastmnist.npz"), "--out", str(out), "--epochs", "1"]) == 0
+    assert "positive class: malignant (the clinically positive class of breastmnist)" in capsys.readouterr().err
+    contract = json.loads((out / "contract.json").read_text())
+    assert contract["labels"] == ["malignant", "normal, benign"] and contract["positive_index"] == 0
+    assert contract["provenance"]["positive_class"] == "malignant"
+    assert json.loads((out / "metrics.json").read_text())["positive_class"]["label"] == "malignant"
+    out2 = tmp_path / "b2"
+    assert main(["train", "--data", str(tmp_path / "breastmnist.npz"), "--out", str(out2), "--epochs", "1",
+                 "--positive-class", "normal, benign"]) == 0
+    assert json.loads((out2 / "contract.json").read_text())["positive_index"] == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..edge.contract import InputSpec, Preprocess
+from ..edge.contract import InputSpec, IntendedUse, Preprocess
 from ..edge.errors import DataError, MedliteError
 from ..edge.preprocess import prepare, prepare_batch
 from ..edge.readers import SUFFIXES, read
@@ -31,6 +31,7 @@ class TrainingData:
     preprocess: Preprocess
     splits: dict[str, Arrays]  # train, val and (when the source has one) test
     skipped: tuple[str, ...] = ()  # class-folder files that could not be read, with the reason
+    intended_use: IntendedUse = IntendedUse()  # what the images are: the DICOMs' own tags, or the MedMNIST table
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +65,9 @@ def load_training_data(source: str, *, data_dir=None, image_size: int = 28, colo
         keep, held = stratified_split(splits["train"].y, val_fraction, seed)
         tr = splits["train"]
         splits["train"], splits["val"] = Arrays(tr.x[keep], tr.y[keep]), Arrays(tr.x[held], tr.y[held])
-    return TrainingData(ds.name, ds.sha256, ds.label_names, spec, pre, splits)
+    modalities, body_parts, words = datasets.INTENDED_USE.get(ds.name, ((), (), ""))
+    return TrainingData(ds.name, ds.sha256, ds.label_names, spec, pre, splits,
+                        intended_use=IntendedUse(modalities, body_parts, words))
 
 
 def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, seed: int) -> TrainingData:
@@ -78,7 +81,7 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                         f"(found {classes or 'none'})")
     spec = InputSpec(height=image_size, width=image_size, channels=1 if color == "grey" else 3)
     pre = Preprocess(color=color)
-    splits, skipped, digests = {}, [], []
+    splits, skipped, digests, tags = {}, [], [], set()
     for split, folder in split_dirs.items():
         xs, ys = [], []
         for k, cls in enumerate(classes):
@@ -89,6 +92,7 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                     for frame in read(str(f), pre):
                         xs.append(prepare(frame.pixels, pre, spec, str(f)))
                         ys.append(k)
+                        tags.add((frame.modality, frame.body_part))
                 except MedliteError as e:
                     skipped.append(str(e))
                     continue
@@ -103,4 +107,13 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
         splits["train"], splits["val"] = Arrays(tr.x[keep], tr.y[keep]), Arrays(tr.x[held], tr.y[held])
     sha = hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
     return TrainingData(os.path.basename(os.path.abspath(root)), sha, tuple(classes), spec, pre, splits,
-                        tuple(skipped))
+                        tuple(skipped), intended_use_of(tags))
+
+
+def intended_use_of(tags: set) -> IntendedUse:
+    """The intended use that training DICOMs' (modality, body part) tags show. A rule is kept only when every
+    image had the tag: a folder that mixes DICOMs with PNGs, or DICOMs without the tag, says nothing of it."""
+    modalities = {m for m, _ in tags}
+    body_parts = {b for _, b in tags}
+    return IntendedUse(tuple(sorted(m.upper() for m in modalities)) if None not in modalities else (),
+                       tuple(sorted(b.upper() for b in body_parts)) if None not in body_parts else ())

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.metrics import ovr_auc, roc_auc
+from ..measure.datasets import POSITIVE_CLASS
 from .config import TrainConfig
 from .data import TrainingData
 from .models import build
@@ -26,15 +27,24 @@ class TrainResult:
     seconds: float
 
 
-def positive_index(data: TrainingData, config: TrainConfig) -> int | None:
-    """The positive class of a binary task (the second label unless the recipe names one)."""
+def positive_class(data: TrainingData, config: TrainConfig) -> tuple[int | None, str]:
+    """The positive class of a binary task, and how it was chosen: the recipe's ``positive_class``, else
+    the clinically positive class of a known data set, else the second label (and the reason says so)."""
     if len(data.label_names) != 2:
-        return None
-    if config.positive_class is None:
-        return 1
-    if config.positive_class not in data.label_names:
-        raise ValueError(f"positive_class {config.positive_class!r} is not one of {data.label_names}")
-    return data.label_names.index(config.positive_class)
+        return None, "multi-class: the highest score decides"
+    if config.positive_class is not None:
+        if config.positive_class not in data.label_names:
+            raise ValueError(f"positive_class {config.positive_class!r} is not one of {data.label_names}")
+        return data.label_names.index(config.positive_class), "as asked (positive_class)"
+    known = POSITIVE_CLASS.get(data.name)
+    if known in data.label_names:
+        return data.label_names.index(known), f"the clinically positive class of {data.name}"
+    return 1, (f"the second label, since {data.name!r} is not a data set medlite knows; "
+               "name the disease class with --positive-class")
+
+
+def positive_index(data: TrainingData, config: TrainConfig) -> int | None:
+    return positive_class(data, config)[0]
 
 
 def auc_of(y: np.ndarray, probs: np.ndarray, pos: int | None) -> float:

@@ -5,18 +5,28 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..edge.contract import Contract
+from ..edge.contract import Contract, IntendedUse
 from ..edge.version import __version__
 from .bundle import save_bundle
 from .config import TrainConfig
 from .data import TrainingData, load_training_data
 from .evaluate import evaluate, operating_point_name
-from .fit import positive_index, train
+from .fit import positive_class, train
 
 
 def load_data_for(source: str, config: TrainConfig, data_dir=None) -> TrainingData:
     return load_training_data(source, data_dir=data_dir, image_size=config.image_size, color=config.color,
                               val_fraction=config.val_fraction, seed=config.seed)
+
+
+def intended_use(data: TrainingData, config: TrainConfig) -> IntendedUse:
+    """The recipe's --modality/--body-part where given, else what the training data say of themselves."""
+    def listed(text):
+        return tuple(t.strip().upper() for t in text.split(",") if t.strip()) if text else None
+
+    found = data.intended_use
+    return IntendedUse(listed(config.modality) or found.modalities, listed(config.body_part) or found.body_parts,
+                       found.description)
 
 
 def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=None, data: TrainingData | None = None,
@@ -27,23 +37,28 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
     data = data or load_data_for(source, config, data_dir)
     t0 = time.perf_counter()
     result = train(data, config, log_path=out / "train_log.csv", progress=progress)
-    pos = positive_index(data, config)
+    pos, pos_how = positive_class(data, config)
     probs = {s: result.model.predict(a.x, batch_size=512, verbose=0) for s, a in data.splits.items()}
     test = (data.splits["test"].y, probs["test"]) if "test" in data.splits else None
     threshold, metrics = evaluate((data.splits["val"].y, probs["val"]), test, pos, config, seed=config.seed)
+    positive = None if pos is None else data.label_names[pos]
+    metrics["positive_class"] = {"label": positive, "chosen": pos_how}
     info = {
         "data_source": str(source), "data_name": data.name, "data_sha256": data.sha256,
         "family": config.model, "parameters": int(result.model.count_params()),
         "best_epoch": result.best_epoch, "epochs_run": len(result.log),
         "train_seconds": round(time.perf_counter() - t0, 1), "seed": config.seed,
-        "skipped_files": list(data.skipped),
+        "skipped_files": list(data.skipped), "positive_class": positive,
     }
     contract = Contract(
         input=data.spec, labels=data.label_names, preprocess=data.preprocess, positive_index=pos,
+        intended_use=intended_use(data, config),
         threshold=threshold, operating_point=operating_point_name(config) if pos is not None else "argmax",
         provenance={"medlite_version": __version__, "variant": "keras", "family": config.model,
-                    "training_data": data.name, "training_data_sha256": data.sha256},
+                    "training_data": data.name, "training_data_sha256": data.sha256,
+                    "positive_class": positive},
         validation=metrics["validation"],
     )
+    metrics["intended_use"] = contract.to_dict()["intended_use"]
     save_bundle(out, result.model, contract, metrics, config, info)
     return out, {**metrics, "info": info}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tflite_file import custom_ops
-from .litert import quantization, runtime
+from .litert import quantization, quiet, quiet_stderr, runtime
 from .session import Options, Session, TensorInfo
 
 NAME = "cpu"
@@ -26,15 +26,15 @@ class CpuSession(Session):
         self._interp = interpreter
         self._interp.allocate_tensors()
         inp = interpreter.get_input_details()[0]
-        out = interpreter.get_output_details()[0]
-        self._in, self._out = inp["index"], out["index"]
+        outs = interpreter.get_output_details()
+        self._in, self._outs = inp["index"], [o["index"] for o in outs]
         self.input = TensorInfo(tuple(inp["shape"]), np.dtype(inp["dtype"]), quantization(inp))
-        self.output = TensorInfo(tuple(out["shape"]), np.dtype(out["dtype"]), quantization(out))
+        self.outputs = tuple(TensorInfo(tuple(o["shape"]), np.dtype(o["dtype"]), quantization(o)) for o in outs)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
         self._interp.set_tensor(self._in, x)
         self._interp.invoke()
-        return self._interp.get_tensor(self._out)
+        return [self._interp.get_tensor(i) for i in self._outs]
 
 
 def open(model: bytes, options: Options) -> CpuSession:  # noqa: A001 - the plug-in verb, as in pydicom
@@ -42,4 +42,5 @@ def open(model: bytes, options: Options) -> CpuSession:  # noqa: A001 - the plug
     if foreign:
         raise RuntimeError(f"the model holds custom op(s) {', '.join(foreign)} that LiteRT's CPU interpreter "
                            "cannot run (an Edge TPU build needs the plain model beside it)")
-    return CpuSession(runtime().Interpreter(model_content=model, num_threads=options.threads))
+    with quiet_stderr(quiet()):  # LiteRT announces its XNNPACK delegate on standard error
+        return CpuSession(runtime().Interpreter(model_content=model, num_threads=options.threads))

@@ -13,6 +13,8 @@ import os
 import platform
 from pathlib import Path
 
+from ..contract import read_contract
+from ..errors import ModelError
 from ..tflite_file import custom_ops
 from .cpu import CpuSession
 from .litert import runtime
@@ -67,7 +69,12 @@ def _build_for(model: bytes, options: Options) -> bytes:
     if options.path:
         beside = options.path[: -len(".tflite")] + SUFFIX if options.path.endswith(".tflite") else None
         if beside and os.path.exists(beside):
-            return Path(beside).read_bytes()
+            build = Path(beside).read_bytes()
+            try:
+                read_contract(build, beside)  # the build is a file of its own: its digests are checked too
+            except ModelError as e:
+                raise RuntimeError(str(e)) from None
+            return build
         raise RuntimeError(f"the model is not compiled for the Edge TPU (no {os.path.basename(beside or '')!r} "
                            "beside it; edgetpu_compiler writes one)")
     raise RuntimeError("the model is not compiled for the Edge TPU (edgetpu_compiler's build holds "

@@ -102,17 +102,16 @@ class GpuSession(Session):
         sig = self._cm.get_signature_by_index(0)
         key = sig.get("key", "") if isinstance(sig, dict) else ""
         inp = next(iter(self._cm.get_input_tensor_details(key).values()))
-        out = next(iter(self._cm.get_output_tensor_details(key).values()))
+        outs = list(self._cm.get_output_tensor_details(key).values())
         self.input = TensorInfo(tuple(inp["shape"]), np.dtype(inp["dtype"]), quantization(inp))
-        self.output = TensorInfo(tuple(out["shape"]), np.dtype(out["dtype"]), quantization(out))
-        self._n_out = int(np.prod(self.output.shape))
+        self.outputs = tuple(TensorInfo(tuple(o["shape"]), np.dtype(o["dtype"]), quantization(o)) for o in outs)
         self._inputs = self._cm.create_input_buffers(0)
         self._outputs = self._cm.create_output_buffers(0)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
         self._inputs[0].write(x)
         self._cm.run_by_index(0, self._inputs, self._outputs)
-        return self._outputs[0].read(self._n_out, self.output.dtype).reshape(self.output.shape)
+        return [buf.read(int(np.prod(t.shape)), t.dtype).reshape(t.shape) for buf, t in zip(self._outputs, self.outputs)]
 
 
 def open(model: bytes, options: Options) -> GpuSession:  # noqa: A001 - the plug-in verb

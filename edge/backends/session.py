@@ -34,11 +34,12 @@ class TensorInfo:
 
 
 class Session:
-    """What every backend's ``open`` returns: ``run`` takes a batch-1 input in the model's dtype."""
+    """What every backend's ``open`` returns: ``run`` takes a batch-1 input in the model's dtype and returns
+    every output, in the order of ``outputs`` (the scores, and the features a model may also give)."""
 
     backend: str
     input: TensorInfo
-    output: TensorInfo
+    outputs: tuple[TensorInfo, ...]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError

@@ -13,7 +13,8 @@ def register(sub, common) -> None:
     p.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32, fp16, dynamic, int8, int16x8, "
                                                           "int8-qat, int8-pruned, or 'all' (default fp32,int8)")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
-    p.add_argument("--calibration-images", type=int, default=300, help="real training images for calibration")
+    p.add_argument("--calibration-images", type=int, default=1000, help="real training images for calibration "
+                                                                       "(default 1000)")
     p.add_argument("--io-type", choices=("int8", "uint8"), default="int8", help="integer variants' input/output type")
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="flag a variant losing more validation AUC")
     p.add_argument("--allow-drop", action="store_true", help="exit 0 even when a variant is flagged")

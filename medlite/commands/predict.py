@@ -25,6 +25,8 @@ def register(sub, common) -> None:
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: decode in the main "
                                                           "process)")
     p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
+    p.add_argument("--ignore-intended-use", action="store_true",
+                   help="run DICOMs outside the model's intended use too; each record then says so")
     p.set_defaults(run=run)
 
 
@@ -41,14 +43,17 @@ def run(args) -> int:
         frames = int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
         model.contract = model.contract.replace(preprocess=dataclasses.replace(model.contract.preprocess,
                                                                                 frames=frames))
+    model.intended_use_ignored = args.ignore_intended_use
     files, missing = batch.expand(args.paths)
     con = console(args)
     for a in model.attempts:
         if not a.ok:
             con.print(f"[dim]backend {a.backend} not used: {a.reason}")
     con.print(f"model {args.model} on [bold]{model.backend}[/] ({runtime()}); {len(files)} file(s)")
+    use = model.contract.intended_use.describe()
+    con.print(f"intended use: {use}" + (" [yellow](ignored for this run)" if args.ignore_intended_use else ""))
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    counts = {"ok": 0, "error": 0}
+    counts = {"ok": 0, "rejected": 0, "error": 0, "foreign": 0}
     labels: dict[str, int] = {}
     try:
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), console=con,
@@ -62,6 +67,9 @@ def run(args) -> int:
                 counts[rec["status"]] += 1
                 if rec["status"] == "ok":
                     labels[rec["label"]] = labels.get(rec["label"], 0) + 1
+                    counts["foreign"] += rec["in_distribution"] is False
+                elif rec["status"] == "rejected":
+                    con.print(f"[yellow]{rec['file']}: rejected: {rec['reason']}")
                 else:
                     con.print(f"[red]{rec['file']}: {rec['error']}")
                 if rec["file"] != last_file and rec["file"] in files:
@@ -71,5 +79,7 @@ def run(args) -> int:
         if out is not sys.stdout:
             out.close()
     summary = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) or "none"
-    con.print(f"{counts['ok']} result(s), {counts['error']} failure(s); labels: {summary}")
+    con.print(f"{counts['ok']} result(s), {counts['foreign']} of them outside the training distribution; "
+              f"{counts['rejected']} rejected (outside the intended use); {counts['error']} failure(s); "
+              f"labels: {summary}")
     return EXIT_OK if counts["error"] == 0 else EXIT_FAILED

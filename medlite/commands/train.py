@@ -59,6 +59,14 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
 
     with epoch_progress(console, f"training {config.model}", config.epochs) as on_epoch:
         bundle, metrics = train_bundle(source, config, out, data_dir=data_dir, data=data, progress=on_epoch)
+    from medlite.edge.contract import IntendedUse
+
+    use = IntendedUse(**metrics["intended_use"])
+    console.print(f"intended use: {use.describe()}" + ("" if use.modalities else
+                  "; pass --modality (and --body-part) so that the cart rejects other DICOMs"))
+    chosen = metrics["positive_class"]
+    if chosen["label"] is not None:
+        console.print(f"positive class: {chosen['label']} ({chosen['chosen']})")
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m:

@@ -1,0 +1,71 @@
+"""The out-of-distribution guard: how far an input's features lie from the training images' features.
+
+A Mahalanobis distance on the penultimate features of the converted model
+itself, kept to the principal directions of the training features plus the
+residual off them (an image the training set never varied along shows up in
+the residual). The model computes the features, on any backend (the Edge
+TPU too); this arithmetic runs on the host, in float.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _pack(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _unpack(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(shape).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class OodDetector:
+    mean: np.ndarray  # D: the training features' mean
+    components: np.ndarray  # k x D: their principal directions
+    variances: np.ndarray  # k: the variance along each
+    residual_variance: float  # mean variance off those directions
+    threshold: float  # a score above it is out of distribution
+    false_alarm_rate: float  # the share of validation images above the threshold, as chosen
+
+    def score(self, features: np.ndarray) -> float:
+        """Squared Mahalanobis distance per feature dimension (about 1 for a typical training image)."""
+        d = np.asarray(features, dtype=np.float64).reshape(-1) - self.mean
+        proj = self.components @ d
+        resid = d - self.components.T @ proj
+        return float(((proj**2 / self.variances).sum() + resid @ resid / self.residual_variance) / d.size)
+
+    def to_dict(self) -> dict:
+        k, dim = self.components.shape
+        return {"method": "mahalanobis", "features": dim, "components_kept": k, "mean": _pack(self.mean),
+                "components": _pack(self.components), "variances": _pack(self.variances),
+                "residual_variance": self.residual_variance, "threshold": self.threshold,
+                "false_alarm_rate": self.false_alarm_rate}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OodDetector":
+        dim, k = int(d["features"]), int(d["components_kept"])
+        return cls(_unpack(d["mean"], (dim,)), _unpack(d["components"], (k, dim)), _unpack(d["variances"], (k,)),
+                   float(d["residual_variance"]), float(d["threshold"]), float(d["false_alarm_rate"]))
+
+
+def fit(train: np.ndarray, val: np.ndarray, false_alarm_rate: float = 0.02, keep: int = 48) -> OodDetector:
+    """Fit on training features (N x D); the threshold flags ``false_alarm_rate`` of the validation features."""
+    mean = train.mean(0)
+    centred = train - mean
+    cov = centred.T @ centred / max(1, len(train) - 1)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    floor = max(float(values[0]) * 1e-6, 1e-12)  # dead ReLU units have no variance at all
+    k = int(min(keep, len(values) - 1, (values > floor).sum()))
+    rest = values[k:]
+    residual = max(float(rest.mean()) if len(rest) else floor, floor)
+    probe = OodDetector(mean, vectors[:, :k].T, np.maximum(values[:k], floor), residual, np.inf, false_alarm_rate)
+    scores = np.array([probe.score(f) for f in val])
+    threshold = float(np.quantile(scores, 1 - false_alarm_rate))
+    return OodDetector(probe.mean, probe.components, probe.variances, residual, threshold, false_alarm_rate)
