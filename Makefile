@@ -10,6 +10,9 @@ export MEDLITE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 # medlite/edge, medlite/train, ... so that import graphs and editors follow every import to its file.
 # The tree lists the files that existed when it was made, so it is refreshed before every run.
 STRICT := --config-settings editable_mode=strict
+# setuptools explains strict mode at length on every install: kept in a log, shown when the install fails.
+RELINK = mkdir -p build && $(1)/bin/python -m pip install --quiet --no-deps -e . $(STRICT) >build/link.log 2>&1 \
+	|| (cat build/link.log; exit 1)
 
 .PHONY: demo test venv edge-venv link lint-imports arm64-lint arm64-resolve arm64-check clean
 
@@ -32,16 +35,17 @@ edge-venv: $(EDGE_VENV)/.installed
 
 # Re-link medlite's files (new modules included) into both environments; dependencies are not touched.
 link: venv edge-venv
-	$(VENV)/bin/python -m pip install --quiet --no-deps -e . $(STRICT)
-	$(EDGE_VENV)/bin/python -m pip install --quiet --no-deps -e . $(STRICT)
+	@$(call RELINK,$(VENV))
+	@$(call RELINK,$(EDGE_VENV))
 
 demo: venv
-	$(VENV)/bin/python -m pip install --quiet --no-deps -e . $(STRICT)
+	@$(call RELINK,$(VENV))
 	$(VENV)/bin/medlite demo $(DEMO_ARGS)
 
 # The layers of DESIGN.md, on the import graph of the installed link tree.
 lint-imports: link
-	cd build && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+	@cd build && (../$(VENV)/bin/lint-imports --config ../pyproject.toml >lint-imports.log 2>&1 \
+	  && grep -E " KEPT|^Contracts:" lint-imports.log) || (cat lint-imports.log; exit 1)
 
 # pytest's own script, not `python -m pytest`: that would put the checkout's root first on sys.path.
 test: link lint-imports arm64-lint arm64-resolve

@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    args.model, args.data_dir = args.model.resolve(), args.data_dir.resolve()
     images = [str(p) for p in sorted((args.data_dir / "images").glob("*.png"))[:2]]
     data, rng, outcomes, kinds = args.model.read_bytes(), np.random.default_rng(args.seed), Counter(), Counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,7 @@ from ..edge.contract import METADATA_NAME, Contract, contract_digest, read_contr
 from ..edge.tflite_file import digest_outside, metadata_spans
 
 PLACEHOLDER = "0" * 64
+SIZE_PLACEHOLDER = "0" * 12  # the file's size, written as 12 digits so that it fits the placeholder
 
 
 def _pack(tflite: bytes, contract: Contract) -> bytes:
@@ -39,18 +40,26 @@ def embed_contract(tflite: bytes, contract: Contract) -> bytes:
     """
     contract = contract.replace(integrity={})
     d = contract.to_dict()
-    sealed = contract.replace(integrity={"content_sha256": PLACEHOLDER, "contract_sha256": contract_digest(d)})
+    sealed = contract.replace(integrity={"content_sha256": PLACEHOLDER, "contract_sha256": contract_digest(d),
+                                         "file_size": SIZE_PLACEHOLDER})
     out = bytearray(_pack(tflite, sealed))
     start, end = metadata_spans(bytes(out))[METADATA_NAME]
+    size = f"{len(out):012d}"
+    _overwrite(out, start, end, "file_size", SIZE_PLACEHOLDER, size)
     digest = digest_outside(bytes(out), (start, end))
-    field = f'"content_sha256": "{PLACEHOLDER}"'.encode()
-    at = bytes(out[start:end]).index(field) + start + len(field) - len(PLACEHOLDER) - 1
-    out[at : at + len(PLACEHOLDER)] = digest.encode()
+    _overwrite(out, start, end, "content_sha256", PLACEHOLDER, digest)
     out = bytes(out)
-    final = sealed.replace(integrity={**sealed.integrity, "content_sha256": digest})
+    final = sealed.replace(integrity={**sealed.integrity, "content_sha256": digest, "file_size": size})
     if read_contract(out) != final:
         raise RuntimeError("the contract read back from the written model differs from the one written")
     return out
+
+
+def _overwrite(out: bytearray, start: int, end: int, key: str, placeholder: str, value: str) -> None:
+    """Write ``value`` over the placeholder of ``key`` in the contract's JSON, which lies at out[start:end]."""
+    field = f'"{key}": "{placeholder}"'.encode()
+    at = bytes(out[start:end]).index(field) + start + len(field) - len(placeholder) - 1
+    out[at : at + len(placeholder)] = value.encode()
 
 
 def _name(metadata) -> str:

@@ -209,6 +209,11 @@ def read_contract(model: bytes, file: str | None = None) -> Contract:
         raise ModelError(file, "the medlite contract is not a JSON object; the file was damaged")
     contract = Contract.from_dict(d, file)
     digests = contract.integrity
+    size = digests.get("file_size")
+    if size is not None and str(size).isdigit() and int(size) != len(model):
+        raise ModelError(file, f"the file is truncated: {len(model)} of its {int(size)} bytes; re-copy the model"
+                         if len(model) < int(size) else
+                         f"the file has {len(model) - int(size)} bytes more than were written; re-copy the model")
     if not digests:
         log.warning("%s: written by an older medlite, without digests; it loads unverified", file or "model")
     elif (digests.get("contract_sha256") != contract_digest(d)

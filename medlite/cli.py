@@ -14,8 +14,16 @@ from medlite.edge.version import __version__
 COMMANDS = (demo, train, convert, predict, bench, report, select, env)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag or value is one line naming it and what it accepts (argparse's usage is under --help)."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medlite", description="Train, quantize and run medical-imaging CNNs on "
+    parser = _Parser(prog="medlite", description="Train, quantize and run medical-imaging CNNs on "
                                      "the cart's accelerator, with every variant's cost measured on the device.")
     parser.add_argument("--version", action="version", version=f"medlite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -10,6 +10,17 @@ os.environ["MEDLITE_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures that train or convert real models: a test using one is `slow`, so `pytest -m "not slow"` is the
+# fast lane of pure-logic tests. Every test still runs in `make test`.
+SLOW_FIXTURES = {"demo", "int8_model", "fp32_model", "bundle", "bench_report", "tiny_bundle", "all_variants",
+                 "real_scores"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def shared_data() -> Path:
     return Path(os.environ.get("MEDLITE_DATA_DIR") or ROOT.parent / "shared" / "data")

@@ -82,12 +82,18 @@ def bench_report(demo, data_dir, tmp_path_factory):
     return out
 
 
-def test_bench_rows_are_measured(bench_report):
+def test_bench_rows_are_measured(bench_report, demo):
     rep = json.loads((bench_report / "report.json").read_text())
     assert rep["schema"] == 1 and rep["dataset"]["n"] == 624
-    assert rep["skipped_backends"].get("gpu")  # no GPU here: the reason is recorded, not a fake row
+    from medlite.edge import Options
+    from medlite.edge.backends import gpu
+
+    gpu_ok, why = gpu.is_available(Options(path=str(demo / "models" / "int8.tflite")))
+    backends = {"cpu", "gpu"} if gpu_ok else {"cpu"}
+    assert gpu_ok or rep["skipped_backends"]["gpu"] == why  # the reason is recorded, never a fake row
     rows = rep["rows"]
-    assert {(r["variant"], r["threads"]) for r in rows} == {(v, t) for v in ("fp32", "int8") for t in (1, 2)}
+    assert {(r["variant"], r["backend"], r["threads"]) for r in rows} == {
+        (v, b, t) for v in ("fp32", "int8") for b in backends for t in (1, 2)}
     for r in rows:
         lat = r["latency_ms"]
         assert lat["runs"] == 200 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] and lat["std"] >= 0
@@ -98,7 +104,7 @@ def test_bench_rows_are_measured(bench_report):
         assert m["auc_ci95"][0] < m["auc"] < m["auc_ci95"][1]
         assert m["balanced_accuracy"] == pytest.approx((m["sensitivity"] + m["specificity"]) / 2)
         assert 0.9 <= m["agreement_with_fp32"] <= 1.0
-    assert (bench_report / "report.csv").read_text().count("\n") == 5
+    assert (bench_report / "report.csv").read_text().count("\n") == 1 + len(rows)
 
 
 class _Collector(HTMLParser):

@@ -74,3 +74,19 @@ def test_a_model_that_cannot_run_has_its_own_exit_code(tmp_path, capsys):
     assert main(["predict", str(broken), str(tmp_path / "x.png")]) == 3
     err = capsys.readouterr().err
     assert str(broken) in err and "Traceback" not in err
+
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["demo", "--epochs", "0"], "--epochs"), (["train", "--data", "x", "--out", "y", "--epochs", "ten"], "--epochs"),
+    (["convert", "b", "--out", "o", "--io-type", "int4"], "--io-type"),
+    (["predict", "m.tflite", "x.png", "--backend", "tpu"], "--backend"),
+    (["bench", "m.tflite", "--data", "d", "--out", "o", "--threads", "-2"], "--threads"),
+    (["report", "r.json"], "--out"), (["select", "r.json", "--max-auc-drop", "lots"], "--max-auc-drop"),
+    (["env", "--json", "--colour"], "--colour")])
+def test_every_command_reports_a_bad_option_in_one_line(argv, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and option in err and "Traceback" not in err, err

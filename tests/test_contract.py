@@ -127,3 +127,15 @@ def test_a_model_from_before_digests_loads_with_a_warning(int8_model, caplog):
     with caplog.at_level("WARNING", logger="medlite"):
         model = load(old, backend="cpu")
     assert model.contract.integrity == {} and "without digests; it loads unverified" in caplog.text
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.2, 0.4, 0.6, 0.8, 0.95, 0.999, -150, -10, -1])
+def test_truncation_anywhere_is_refused_as_truncated_before_the_runtime(int8_model, tmp_path, keep):
+    """Cut at 10 offsets, the tail included (the last 150, 10 and 1 bytes): the error says truncated."""
+    data = int8_model.read_bytes()
+    n = int(len(data) * keep) if keep > 0 else len(data) + keep
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(data[:n])
+    with pytest.raises(ModelError, match="truncated") as e:
+        load(cut)
+    assert str(cut) in str(e.value)

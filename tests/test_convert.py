@@ -14,6 +14,8 @@ from medlite.convert.finetune import FineTune
 from medlite.edge import load, read_contract
 from medlite.convert.variants import NAMES, parse_variants
 
+pytestmark = pytest.mark.slow  # every test here trains or converts with TensorFlow
+
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory, data_dir):
@@ -63,7 +65,11 @@ def test_every_variant_converts_and_carries_its_contract(all_variants):
         v["int8"]["layer_errors"][0])
     md = (out / "convert.md").read_text()
     assert "worst layers by quantization error" in md and "int8-pruned" in md
-    assert (out / "edgetpu.md").exists() and "edgetpu_compiler is not on the PATH" in (out / "edgetpu.md").read_text()
+    readiness = (out / "edgetpu.md").read_text()
+    if shutil.which("edgetpu_compiler"):  # what the machine makes true: a build and the compiler's verdict
+        assert (out / "int8_edgetpu.tflite").exists() and "edgetpu_compiler: exit 0" in readiness
+    else:
+        assert "edgetpu_compiler is not on the PATH" in readiness
 
 
 def test_float_layers_keep_the_worst_layers_in_float(tiny_bundle, tmp_path, data_dir):

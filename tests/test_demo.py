@@ -15,7 +15,7 @@ def test_demo_writes_report_with_fp32_and_int8_rows(demo):
     rows = {r["variant"]: r for r in report["rows"]}
     assert set(rows) == {"fp32", "int8"}
     for r in rows.values():
-        assert r["backend"] == "cpu" and r["threads"] >= 1
+        assert r["backend"] in ("cpu", "gpu") and r["threads"] >= 1
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["mean"] > 0
         assert r["load_ms"] > 0 and r["size_bytes"] > 0
@@ -43,3 +43,24 @@ def test_demo_bundle_and_manifest(demo):
             assert key in e
         for key in ("auc", "agreement_with_fp32", "threshold"):
             assert key in e["metrics"]
+
+
+def test_demo_csv_html_and_selection(demo, capsys):
+    """The demo's other outputs: the CSV holds the JSON's rows, the HTML page its figures, and selection works
+    on what the demo measured."""
+    import csv
+    import re
+
+    from medlite.cli import main
+
+    report = json.loads((demo / "report.json").read_text())
+    with open(demo / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["backend"]) for r in rows] == [(r["variant"], r["backend"]) for r in report["rows"]]
+    for r, j in zip(rows, report["rows"]):
+        assert float(r["auc"]) == j["metrics"]["auc"] and float(r["p50_ms"]) == j["latency_ms"]["p50"]
+    page = (demo / "report.html").read_text()
+    assert len(re.findall(r"<img alt=[^>]+src='data:image/png;base64,", page)) == 2 and "<table>" in page
+    rc = main(["select", str(demo / "report.json"), "--max-auc-drop", "0.05", "--min-sensitivity", "-1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and re.match(r"(fp32|int8) on (cpu|gpu), 1 thread: p50 [0-9.]+ ms, the fastest of 2", out), out

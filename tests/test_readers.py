@@ -44,12 +44,20 @@ def test_window_from_file_versus_minmax(dicom_dir):
     assert not np.allclose(win.pixels, mm.pixels)
 
 
-def test_ct_rescale_is_applied(pydicom_file):
-    path = pydicom_file("CT_small.dcm")
-    ds = pydicom.dcmread(path)
-    assert float(ds.RescaleIntercept) != 0 or float(ds.RescaleSlope) != 1 or "WindowCenter" in ds
+def test_ct_rescale_is_applied_before_the_window(pydicom_file, tmp_path):
+    """A real CT (intercept -1024) with a soft-tissue window in HU: the window only lands right on Hounsfield
+    units, so a reader that skipped the modality LUT would be 1024 HU off (min-max alone would hide it)."""
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    assert float(ds.RescaleIntercept) == -1024 and "WindowCenter" not in ds
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    path = tmp_path / "ct_window.dcm"
+    ds.save_as(path)
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    expected = np.clip((hu - (40 - 0.5)) / (400 - 1) + 0.5, 0, 1) * 255  # PS3.3 C.11.2.1.2.1, LINEAR
     (f,) = read(path)
-    assert f.pixels.shape == (128, 128, 1) and f.pixels.max() > f.pixels.min()
+    assert f.pixels.shape == (128, 128, 1)
+    np.testing.assert_allclose(f.pixels[..., 0], expected, atol=1e-3)
+    assert 0.05 < (f.pixels == 0).mean() < 0.95  # the window clips part of the range, not all of it
 
 
 def test_cine_frame_policies(pydicom_file):

@@ -11,19 +11,17 @@ import pytest
 from medlite.cli import main
 from medlite.edge import BackendUnavailable, Options, Rejected, load, read_contract
 from medlite.edge.backends import edgetpu, gpu
-from medlite.edge.preprocess import prepare_batch
-from medlite.edge.readers import read
 
 
 def test_auto_records_why_each_better_backend_was_passed_over(int8_model):
+    """What the hardware present makes true: with a GPU the GPU ran it, without one the CPU, and why."""
     model = load(int8_model)
-    assert model.backend == "cpu"
+    gpu_ok, why = gpu.is_available(Options(path=str(int8_model)))
+    assert model.backend == ("gpu" if gpu_ok else "cpu")
     reasons = {a.backend: a for a in model.attempts}
-    assert list(reasons) == ["edgetpu", "gpu", "cpu"]
+    assert list(reasons) == (["edgetpu", "gpu"] if gpu_ok else ["edgetpu", "gpu", "cpu"])
     assert "not compiled for the Edge TPU" in reasons["edgetpu"].reason
-    ok, why = gpu.is_available(Options(path=str(int8_model)))
-    assert reasons["gpu"].ok == ok and (ok or reasons["gpu"].reason == why)
-    assert reasons["cpu"].ok
+    assert reasons["gpu"].ok == gpu_ok and (gpu_ok or reasons["gpu"].reason == why)
 
 
 def test_named_backend_that_cannot_run_raises_with_its_reason(int8_model):
@@ -119,11 +117,13 @@ def test_gpu_runs_the_model_like_the_cpu(fp32_model, data_dir):
 
 
 @pytest.mark.edgetpu
-def test_edgetpu_runs(int8_model):
+def test_an_edgetpu_without_a_build_of_the_model_says_so(int8_model):
+    """With an Edge TPU present (its delegate loads), a plain model has no build to run: the reason says so."""
     ok, why = edgetpu.is_available(Options())
     if not ok:
         pytest.skip(f"Edge TPU backend unavailable: {why}")
-    pytest.skip("an Edge TPU is present but no *_edgetpu.tflite was compiled (edgetpu_compiler runs on x86-64)")
+    with pytest.raises(BackendUnavailable, match="not compiled for the Edge TPU"):
+        load(int8_model, backend="edgetpu")
 
 
 def test_prediction_record(int8_model, data_dir):
@@ -132,25 +132,34 @@ def test_prediction_record(int8_model, data_dir):
     assert set(p.scores) == {"normal", "pneumonia"} and sum(p.scores.values()) == pytest.approx(1, abs=0.02)
     assert p.positive == (p.scores["pneumonia"] >= p.threshold)
     assert p.label == ("pneumonia" if p.positive else "normal")
-    assert p.backend == "cpu" and p.latency_ms > 0 and p.model_sha256 == model.sha256
+    assert p.backend == model.backend and p.latency_ms > 0 and p.model_sha256 == model.sha256
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.label = "x"
     json.dumps(p.record())
 
 
-def test_training_and_cart_preprocessing_are_identical(int8_model, data_dir):
-    """The npz path used in training and the runtime's path from a decoded image give the same tensor."""
-    from medlite.measure import datasets
+def test_training_and_cart_preprocessing_agree_on_decoded_files(fp32_model, data_dir, dicom_dir, tmp_path):
+    """Real files (1024 px PNGs, a 1955 px MONOCHROME1 JPEG 2000 CR, a DX) read as training reads a class
+    folder, and read by the cart runtime with that training's contract: the same model input, to the bit."""
+    from medlite.convert.contract_writer import embed_contract
+    from medlite.train.data import load_training_data
 
-    model = load(int8_model)
-    imgs = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:20]
-    train_side = prepare_batch(imgs, model.contract.preprocess, model.contract.input)
-    for i, img in enumerate(imgs):
-        (frame,) = read(img)
-        x = model.prepare(frame)
-        from medlite.edge.preprocess import quantize
-
-        assert np.array_equal(x, quantize(train_side[i : i + 1], model.contract.input))
+    pngs = sorted((data_dir / "images").glob("*.png"))
+    layout = {"train/a": [pngs[0], pngs[1], dicom_dir / "RG1_J2KI.dcm"],
+              "train/b": [pngs[2], dicom_dir / "nih_cxr14_dx_nofinding.dcm"], "val/a": [pngs[3]], "val/b": [pngs[3]]}
+    for folder, files in layout.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, tmp_path / folder / f.name)
+    data = load_training_data(str(tmp_path), image_size=28, color="grey")
+    assert data.splits["train"].x.shape == (5, 28, 28, 1) and not data.skipped
+    fp32 = fp32_model.read_bytes()
+    contract = read_contract(fp32).replace(input=data.spec, preprocess=data.preprocess)
+    model = load(embed_contract(fp32, contract), backend="cpu")
+    model.intended_use_ignored = True
+    cart = [model.prepare(frame)[0] for folder in ("train/a", "train/b")
+            for f in sorted((tmp_path / folder).iterdir()) for frame in model.frames(f)]
+    np.testing.assert_array_equal(np.stack(cart), data.splits["train"].x)
 
 
 def test_shared_model_is_thread_safe(int8_model, dicom_dir, data_dir):
@@ -231,7 +240,7 @@ def test_gpu_reason_names_the_import_failure(monkeypatch, int8_model):
         ok, why = gpu.is_available(Options(path=str(int8_model)))
         assert not ok and "CompiledModel API cannot be imported" in why
         model = load(int8_model)
-        assert model.backend == "cpu" and "cannot be imported" in model.attempts[1].reason
+        assert model.backend == "cpu" and "cannot be imported" in model.attempts[1].reason  # GPU import forced off
     finally:
         gpu._PROBED.clear()
 
