@@ -14,7 +14,7 @@ STRICT := --config-settings editable_mode=strict
 RELINK = mkdir -p build && $(1)/bin/python -m pip install --quiet --no-deps -e . $(STRICT) >build/link.log 2>&1 \
 	|| (cat build/link.log; exit 1)
 
-.PHONY: demo test venv edge-venv link lint-imports arm64-lint arm64-resolve arm64-check clean
+.PHONY: demo test fuzz venv edge-venv link lint-imports arm64-lint arm64-resolve arm64-check clean
 
 # The full kit: training, conversion, report, tests.
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +50,15 @@ lint-imports: link
 # pytest's own script, not `python -m pytest`: that would put the checkout's root first on sys.path.
 test: link lint-imports arm64-lint arm64-resolve
 	MEDLITE_EDGE_PYTHON=$(abspath $(EDGE_VENV))/bin/python $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# 100,000 mutated real files and models through what `medlite predict` runs (scripts/fuzz.py), on a model the
+# chain trains here in about a minute; `make test` runs a short smoke of the same harness.
+FUZZ_MODEL := build/fuzz-model/models/int8.tflite
+$(FUZZ_MODEL): | venv
+	$(VENV)/bin/medlite demo -q --epochs 1 --variants int8 --out build/fuzz-model >/dev/null
+
+fuzz: link $(FUZZ_MODEL)
+	$(VENV)/bin/python scripts/fuzz.py --model $(FUZZ_MODEL) --data-dir "$(MEDLITE_DATA_DIR)" --inputs 100000
 
 # The arm64 cart image, checked without a Docker engine: lint, and a linux/arm64 wheel for every package.
 arm64-lint: venv

@@ -80,7 +80,8 @@ def decode(file: str, contract: Contract, intended: IntendedUse | None):
     except MedliteError as e:
         return "error", getattr(e, "problem", str(e))
     except Exception as e:  # an unexpected decoder failure is still one file's failure, not the run's
-        return "error", f"could not be read ({type(e).__name__}: {e})"
+        # Its message is left out: a parser's message can quote element values, a patient's name among them.
+        return "error", f"could not be read ({type(e).__name__} in the decoder); the file is damaged or unusual"
 
 
 def _ready() -> bool:

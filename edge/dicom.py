@@ -6,6 +6,10 @@ prints: a DICOM is identified by its file name and SOP Instance UID only.
 
 from __future__ import annotations
 
+import logging
+import re
+import warnings
+
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -15,29 +19,42 @@ from .contract import IntendedUse, Preprocess
 from .errors import InputError, Rejected
 from .frames import Frame
 
+# pydicom also logs those warnings, values included, through its logger.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+
 GREY = ("MONOCHROME1", "MONOCHROME2")
 # pydicom returns these as RGB (YBR_FULL* converted, YBR_RCT/ICT decoded to RGB by the JPEG 2000 codec).
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
 PALETTE = "PALETTE COLOR"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+CODE_STRING = re.compile(r"^[A-Z0-9 _]{0,16}$")  # DICOM PS3.5 6.2, VR CS
+UID_OR_NAME = re.compile(r"^[A-Za-z0-9 .,()\-]{1,80}$")  # a SOP class's UID or pydicom's name for it
 
 
 def read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None = None) -> list[Frame]:
     """Decode a DICOM file into frames chosen by the contract's frame policy.
 
     With ``intended``, a file whose tags are outside the model's intended use raises Rejected before
-    its pixels are decoded."""
+    its pixels are decoded. pydicom's warnings about malformed elements quote their values (a patient's name
+    among them), so none reaches the console or a log: what matters arrives as medlite's own error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_dicom(path, pre, intended)
+
+
+def _read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None) -> list[Frame]:
     ds = _open(path)
     uid = str(ds.get("SOPInstanceUID", "")) or None
-    modality, body_part = (str(ds.get(k, "") or "").strip() or None for k in ("Modality", "BodyPartExamined"))
+    modality, body_part = (_code(ds, k, path) for k in ("Modality", "BodyPartExamined"))
     reason = intended.violation(modality, body_part) if intended else None
     if reason:
         raise Rejected(path, reason)
     if not any(k in ds for k in PIXEL_KEYWORDS):
-        sop = getattr(ds.get("SOPClassUID"), "name", None) or ds.get("SOPClassUID", "unknown SOP class")
-        raise InputError(path, f"this DICOM has no pixel data ({sop}, modality {ds.get('Modality', '?')}); "
+        sop = getattr(ds.get("SOPClassUID"), "name", None)
+        sop = sop if sop and UID_OR_NAME.match(sop) else "an unknown SOP class"
+        raise InputError(path, f"this DICOM has no pixel data ({sop}, modality {modality or '?'}); "
                                "it is not an image, so there is nothing to classify")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    photometric = _code(ds, "PhotometricInterpretation", path) or ""
     if photometric not in GREY + COLOUR + (PALETTE,):
         raise InputError(path, f"photometric interpretation {photometric or '(missing)'!r} is not supported; "
                                f"medlite reads {', '.join(GREY + COLOUR + (PALETTE,))}")
@@ -57,6 +74,22 @@ def read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None = None) 
         frames.append(Frame(pixels, file=path, frame=i if n_frames > 1 else None, sop_instance_uid=uid,
                             modality=modality, body_part=body_part))
     return frames
+
+
+def _code(ds: pydicom.Dataset, keyword: str, path: str) -> str | None:
+    """A Code String tag's value, or None when absent. A value that is no code string means a damaged header:
+    it is never echoed, since it may run on into other elements (a patient's name among them)."""
+    try:
+        value = ds.get(keyword)
+    except Exception:  # pydicom converts values lazily, and a damaged element fails there
+        value = "\x00"
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not CODE_STRING.match(text):
+        raise InputError(path, f"the {keyword} element holds no valid DICOM code string ({len(text)} characters); "
+                               "the file's header is damaged: re-export it from the modality or PACS")
+    return text or None
 
 
 def _open(path: str) -> pydicom.Dataset:

@@ -8,9 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .backends.litert import quiet, quiet_stderr
 from .contract import IntendedUse, Preprocess
 from .errors import InputError
 from .frames import Frame
+
+# OpenCV's codecs print their own complaints (libtiff's "TIFFReadDirectory: ...") on standard error; medlite's
+# error for the file already says what is wrong, so OpenCV stays silent unless the user asked for --verbose.
+if quiet():
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
@@ -54,7 +60,8 @@ def _has_dicom_marker(path: str) -> bool:
 
 
 def _read_raster(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    with quiet_stderr(quiet()):  # libpng and libjpeg print their complaints on standard error themselves
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(path, "not a readable image (OpenCV could not decode it as PNG, JPEG or TIFF); "
                                "the file may be truncated or of another type")

@@ -212,3 +212,23 @@ def test_patient_data_never_appears(int8_model, dicom_dir, tmp_path, capsys):
         assert secret not in text
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert recs[0]["sop_instance_uid"] == str(ds.SOPInstanceUID)
+
+
+def test_a_damaged_header_is_an_error_that_quotes_nothing_of_the_file(int8_model, pydicom_file, tmp_path):
+    """Found by the fuzz harness: a Modality element whose length runs on over the next elements (the
+    patient's name among them) was echoed into the rejection reason. Now it is an error naming the element."""
+    from medlite.cli import main
+
+    data = bytearray(open(pydicom_file("CT_small.dcm"), "rb").read())
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    name = str(ds.PatientName)
+    at = data.index(b"\x08\x00\x60\x00CS")  # (0008,0060) Modality, explicit VR
+    data[at + 6 : at + 8] = (0x0400).to_bytes(2, "little")  # its length now swallows what follows
+    assert name.encode() in data[at + 8 : at + 8 + 0x400]
+    f = tmp_path / "damaged.dcm"
+    f.write_bytes(bytes(data))
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(int8_model), str(f), "--out", str(out), "-q"]) == 1
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    assert rec["status"] == "error" and "the Modality element holds no valid DICOM code string" in rec["error"]
+    assert name not in out.read_text()

@@ -40,7 +40,7 @@ def run_demo(out: str | Path = "medlite-out", *, data: str = "pneumoniamnist", d
     from rich.console import Console
 
     from medlite.convert.pipeline import ConvertOptions
-    from medlite.convert.variants import NAMES
+    from medlite.convert.variants import NAMES, REFERENCE
     from medlite.measure import datasets
     from medlite.train.config import DEFAULT_FAMILY, load_config
     from medlite.train.pipeline import load_data_for
@@ -59,7 +59,8 @@ def run_demo(out: str | Path = "medlite-out", *, data: str = "pneumoniamnist", d
     manifest = convert.convert_with_progress(bundle, out / "models", ConvertOptions(
         variants=variants, force=True, allow_drop=True, data_dir=data_dir), con)
     con.print(f"[bold]3/4 measure[/] on the test split through medlite.edge ({runs} timed runs each)")
-    paths = [str(out / "models" / e["file"]) for e in manifest["variants"] if e["variant"] in variants]
+    # The reference is always converted, and measured too: selection weighs every variant against it.
+    paths = [str(out / "models" / e["file"]) for e in manifest["variants"] if e["variant"] in (*variants, REFERENCE)]
     result, written = bench.measure(paths, "test", datasets.load(data, data_dir), out, con, threads=[threads],
                                     runs=runs)
     con.print("[bold]4/4 report and select[/]")

@@ -1,0 +1,49 @@
+"""Runs that lose a worker or are stopped: nothing finished is lost, nothing half-written is left."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from medlite.edge import batch, load
+
+OUTSIDE = os.path.dirname(os.path.abspath(__file__))  # never the checkout's root (see test_no_tensorflow)
+
+
+def test_a_decoding_worker_killed_mid_run_costs_no_record(int8_model, data_dir):
+    """A worker process that dies (as a decoder's segfault would kill it) while files are in flight: those files
+    are decoded again, alone, and the run delivers every record in order."""
+    model = load(int8_model)
+    files = [str(p) for p in sorted((data_dir / "busi" / "images" / "benign").glob("*.png"))[:40]]
+    expected = [(r["file"], r["scores"]) for r in batch.run(model, files, workers=0)]
+    got, killed = [], None
+    for rec in batch.run(model, files, workers=2):
+        got.append((rec["file"], rec["scores"]))
+        if killed is None:
+            killed = multiprocessing.active_children()[0].pid
+            os.kill(killed, signal.SIGKILL)
+    assert killed and got == expected
+
+
+def test_interrupted_predict_leaves_valid_json_lines_and_exits_130(int8_model, data_dir, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    images = sorted((data_dir / "busi" / "images").rglob("*.png"))
+    for i in range(4000):  # links to real images: a long run without copying data
+        (folder / f"{i:05d}.png").symlink_to(images[i % len(images)])
+    out = tmp_path / "p.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "medlite", "predict", str(int8_model), str(folder), "--out",
+                             str(out), "-q"], cwd=OUTSIDE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and time.time() - t0 < 15
+    lines = out.read_text().splitlines()
+    assert 20 <= len(lines) < 4000
+    assert all(json.loads(line)["status"] == "ok" for line in lines)
