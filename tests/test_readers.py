@@ -232,3 +232,14 @@ def test_a_damaged_header_is_an_error_that_quotes_nothing_of_the_file(int8_model
     (rec,) = map(json.loads, out.read_text().splitlines())
     assert rec["status"] == "error" and "the Modality element holds no valid DICOM code string" in rec["error"]
     assert name not in out.read_text()
+
+
+def test_a_cines_chosen_frame_is_decoded_alone_and_is_the_same_frame(pydicom_file):
+    """The middle frame of a 30-frame YBR JPEG cine, decoded alone, equals that frame of the full decode."""
+    path = pydicom_file("examples_ybr_color.dcm")
+    (middle,) = read(path, Preprocess(color="rgb", frames="middle"))
+    every = read(path, Preprocess(color="rgb", frames="all"))
+    assert middle.frame == 15 and len(every) == 30
+    np.testing.assert_array_equal(middle.pixels, every[15].pixels)
+    (last,) = read(path, Preprocess(color="rgb", frames=-1))
+    np.testing.assert_array_equal(last.pixels, every[29].pixels)
