@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from medlite.convert.contract_writer import embed_contract
-from medlite.convert.export import convert
-from medlite.convert.pipeline import input_spec_of
+from medlite.convert.export import cart_model, convert
+from medlite.convert.pipeline import input_spec_of, outputs_of
 from medlite.edge import load
 from medlite.measure import datasets
 from medlite.edge.contract import Contract, InputSpec, Preprocess
@@ -35,50 +35,67 @@ from medlite.train.models import build
 
 
 def make_model(folder: Path, family: str, size: int, variant: str, calibration: np.ndarray, **options) -> Path:
-    keras_model = build(family, input_shape=(size, size, 1), num_classes=2, **options)
+    """Built as conversion builds it: logits and features as outputs (no guard: too few images here to fit one)."""
+    keras_model, activation, has_features = cart_model(build(family, input_shape=(size, size, 1), num_classes=2,
+                                                             **options))
     tfl = convert(keras_model, variant, calibration=calibration, n_calibration=len(calibration))
+    scores_at, features_at = outputs_of(tfl, 2, has_features)
     contract = Contract(input=input_spec_of(tfl), labels=("normal", "pneumonia"), positive_index=1, threshold=0.5,
-                        preprocess=Preprocess(color="grey"), provenance={"variant": variant})
+                        preprocess=Preprocess(color="grey"), provenance={"variant": variant}, activation=activation,
+                        scores_output=scores_at, features_output=features_at)
     path = folder / f"{family}_{size}_{variant}.tflite"
     path.write_bytes(embed_contract(tfl, contract))
     return path
 
 
-def overhead(path: Path, calls: int, threads: int | None) -> dict:
-    model = load(path, backend="cpu", threads=threads)
-    spec = model.contract.input
-    (frame,) = read(np.full((spec.height, spec.width), 128, np.uint8))
-    x = model.prepare(frame)
-    # The raw calls go to the very interpreter medlite holds: two interpreters of one model differ by
-    # more than medlite's overhead (memory placement, thread pools; whichever is created first is slower
-    # here), so only the same instance isolates what medlite adds.
-    raw = model._session._interp
-    i_in, i_out = raw.get_input_details()[0]["index"], raw.get_output_details()[0]["index"]
-    for _ in range(50):  # warm-up both
-        raw.set_tensor(i_in, x)
-        raw.invoke()
-        raw.get_tensor(i_out)
-        model.predict_input(x)
-    t_raw, t_med = np.empty(calls), np.empty(calls)
-    clock = time.perf_counter
-    def raw_call():
-        raw.set_tensor(i_in, x)
-        raw.invoke()
-        raw.get_tensor(i_out)
+def _raw(path: Path, threads: int | None, output: int):
+    """A separate LiteRT interpreter, called as a user would: set the input, invoke, read the scores."""
+    from ai_edge_litert.interpreter import Interpreter
 
+    raw = Interpreter(model_content=path.read_bytes(), num_threads=threads)
+    raw.allocate_tensors()
+    i_in, i_out = raw.get_input_details()[0]["index"], raw.get_output_details()[output]["index"]
+
+    def call(x):
+        raw.set_tensor(i_in, x)
+        raw.invoke()
+        return raw.get_tensor(i_out)
+
+    return call
+
+
+def _interleaved(calls: int, a, b) -> tuple[float, float]:
+    """Medians (us) of ``a`` and ``b`` called alternately, alternating which goes first."""
+    t_a, t_b, clock = np.empty(calls), np.empty(calls), time.perf_counter
     for k in range(calls):
-        # Alternate which goes first, so neither pays for the other's after-effects (caches, spinning threads).
-        first, second = (raw_call, lambda: model.predict_input(x)) if k % 2 == 0 else \
-            (lambda: model.predict_input(x), raw_call)
+        first, second = (a, b) if k % 2 == 0 else (b, a)
         t0 = clock()
         first()
         t1 = clock()
         second()
         t2 = clock()
-        a, b = t1 - t0, t2 - t1
-        t_raw[k], t_med[k] = (a, b) if k % 2 == 0 else (b, a)
-    r, m = np.median(t_raw) * 1e6, np.median(t_med) * 1e6
-    return {"model": path.name, "raw_us": r, "medlite_us": m, "ratio": m / r, "added_us": m - r}
+        x, y = t1 - t0, t2 - t1
+        t_a[k], t_b[k] = (x, y) if k % 2 == 0 else (y, x)
+    return float(np.median(t_a)) * 1e6, float(np.median(t_b)) * 1e6
+
+
+def overhead(path: Path, calls: int, threads: int | None) -> dict:
+    """medlite's predict_input against a separate raw interpreter on the same model; two raw interpreters
+    against each other give the noise floor of that comparison."""
+    model = load(path, backend="cpu", threads=threads)
+    spec = model.contract.input
+    (frame,) = read(np.full((spec.height, spec.width), 128, np.uint8))
+    x = model.prepare(frame)
+    raw, raw2 = _raw(path, threads, model.contract.scores_output), _raw(path, threads, model.contract.scores_output)
+    for _ in range(50):  # warm-up all three
+        raw(x), raw2(x), model.predict_input(x)
+    r, m = _interleaved(calls, lambda: raw(x), lambda: model.predict_input(x))
+    r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
+    what = "+".join(k for k, v in (("logits", model.contract.activation == "softmax"),
+                                   ("features", model.contract.features_output is not None),
+                                   ("guard", bool(model.contract.ood))) if v) or "scores"
+    return {"model": path.name, "outputs": what, "raw_us": r, "medlite_us": m, "ratio": m / r, "added_us": m - r,
+            "raw_vs_raw": r2 / r1}
 
 
 def breakdown(path: Path, calls: int) -> dict:
@@ -86,15 +103,8 @@ def breakdown(path: Path, calls: int) -> dict:
     model = load(path, backend="cpu")
     (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
     x = model.prepare(frame)
-    raw = model._session._interp
-    i_in, i_out = raw.get_input_details()[0]["index"], raw.get_output_details()[0]["index"]
-
-    def raw_call():
-        raw.set_tensor(i_in, x)
-        raw.invoke()
-        raw.get_tensor(i_out)
-
-    steps = {"raw": raw_call, "session.run": lambda: model._session.run(x), "Model.run": lambda: model.run(x),
+    raw_call = _raw(path, None, model.contract.scores_output)
+    steps = {"raw (separate interpreter)": lambda: raw_call(x), "session.run": lambda: model._session.run(x), "Model.run": lambda: model.run(x),
              "predict_input": lambda: model.predict_input(x)}
     for _ in range(50):
         for f in steps.values():
@@ -134,6 +144,8 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("MEDLITE_DATA_DIR", "../shared/data"))
     ap.add_argument("--calls", type=int, default=500)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--models", nargs="*", type=Path, default=[],
+                    help="medlite models to measure too, e.g. medlite-out/models/int8.tflite (logits, features, guard)")
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     imgs = datasets.load("pneumoniamnist", data_dir).splits["train"].images[:100]
@@ -145,18 +157,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         models = [make_model(tmp, "mobilenet_v2", 224, v, cal224, alpha=1.0) for v in ("fp32", "int8")]
-        models += [make_model(tmp, "small_cnn", 28, v, cal28) for v in ("fp32", "int8")]
-        print(f"predict_input vs raw set_tensor/invoke/get_tensor, median of {args.calls} interleaved calls, "
-              f"threads={args.threads or 'default'}")
-        print("| model | raw (us) | medlite (us) | ratio | added (us) |")
-        print("| --- | ---: | ---: | ---: | ---: |")
+        models += [make_model(tmp, "small_cnn", 28, v, cal28) for v in ("fp32", "int8")] + list(args.models)
+        print(f"predict_input vs a separate raw interpreter (set_tensor/invoke/get_tensor of the scores), median "
+              f"of {args.calls} interleaved calls, threads={args.threads or 'default'}")
+        print("| model | outputs | raw (us) | medlite (us) | ratio | added (us) | raw vs a second raw |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for m in models:
             r = overhead(m, args.calls, args.threads)
-            print(f"| {r['model']} | {r['raw_us']:.1f} | {r['medlite_us']:.1f} | {r['ratio']:.3f} | "
-                  f"{r['added_us']:+.1f} |", flush=True)
+            print(f"| {r['model']} | {r['outputs']} | {r['raw_us']:.1f} | {r['medlite_us']:.1f} | {r['ratio']:.3f} | "
+                  f"{r['added_us']:+.1f} | {r['raw_vs_raw']:.3f} |", flush=True)
         b = breakdown(models[1], args.calls)
         print(f"\nbreakdown on {models[1].name}, medians of {args.calls} calls (us): " +
-              ", ".join(f"{k} {v:.1f} ({v - b['raw']:+.1f})" for k, v in b.items()))
+              ", ".join(f"{k} {v:.1f} ({v - b['raw (separate interpreter)']:+.1f})" for k, v in b.items()))
         f = folder_run(models[-1], data_dir / "dicom", copies=50)
         seq = " / ".join(f"{t:.2f} s" for t in f["sequential_s"])
         pool = " / ".join(f"{t:.2f} s" for t in f["pool_s"])
