@@ -8,6 +8,7 @@ inference load one ``Model`` per worker (the interpreter is not re-entrant).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import time
@@ -128,8 +129,7 @@ class Model:
             dt = time.perf_counter() - t0
         scores = _dequantize(outputs[self._scores_at], self._out_quant)
         if self._softmax:
-            e = np.exp(scores - scores.max())
-            scores = e / e.sum()
+            scores = _softmax(scores)
         features = None
         if self._features_at is not None:
             features = _dequantize(outputs[self._features_at], self._features_quant)
@@ -203,6 +203,15 @@ class Model:
     def _predict_frame(self, frame: Frame) -> Prediction:
         scores, features, ms = self.infer(self.prepare(frame))
         return self.result(scores, ms, frame, features)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax in float64 with libm's exp, element by element: numpy's vectorised exp differs between x86-64
+    and arm64 in the last bit, and a cart must give the scores the workstation validated, to the bit."""
+    z = logits.astype(np.float64)
+    e = [math.exp(v) for v in (z - z.max()).tolist()]
+    total = math.fsum(e)
+    return np.array([v / total for v in e], dtype=np.float32)
 
 
 def _dequantize(raw: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:

@@ -53,19 +53,27 @@ def arm64_root(work: Path) -> Path:
 
 
 def site_packages(work: Path) -> Path:
+    """The arm64 wheels, unpacked (kept between runs), and medlite's own, built from this tree on every run."""
     site = work / "site"
-    if (site / ".complete").exists():
-        return site
-    shutil.rmtree(site, ignore_errors=True)
-    wheels = work / "wheels"
-    sys.argv = ["resolve_wheels", "--dest", str(wheels)]
-    if resolve() != 0:
-        raise SystemExit("some arm64 wheels are missing")
-    sh(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, ROOT)
-    for w in wheels.glob("*.whl"):
+    if not (site / ".complete").exists():
+        shutil.rmtree(site, ignore_errors=True)
+        wheels = work / "wheels"
+        sys.argv = ["resolve_wheels", "--dest", str(wheels)]
+        if resolve() != 0:
+            raise SystemExit("some arm64 wheels are missing")
+        for w in wheels.glob("*.whl"):
+            with zipfile.ZipFile(w) as z:
+                z.extractall(site)
+        (site / ".complete").touch()
+    own = work / "medlite-wheel"
+    shutil.rmtree(own, ignore_errors=True)
+    sh(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", own, ROOT)
+    shutil.rmtree(site / "medlite", ignore_errors=True)
+    for old in site.glob("medlite-*.dist-info"):
+        shutil.rmtree(old)
+    for w in own.glob("medlite-*.whl"):
         with zipfile.ZipFile(w) as z:
             z.extractall(site)
-    (site / ".complete").touch()
     return site
 
 
@@ -136,7 +144,7 @@ def main() -> int:
     run = work / "demo"
     if not (run / "models" / "int8.tflite").exists():
         sh(sys.executable, "-m", "medlite", "demo", "--data-dir", data_dir, "--out", run, "--epochs", "3",
-           "--variants", "fp32,int8", "--runs", "200")
+           "--variants", "fp32,int8", "--runs", "200", cwd=ROOT.parent)  # outside the checkout, as below
     images = inputs(work, data_dir)
     env_out = predict_arm(root, site, None, None, None, "env", "--json")
     arm_env = json.loads(env_out.stdout)
