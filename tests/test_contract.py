@@ -78,20 +78,19 @@ def test_invalid_contract_is_named():
 
 
 def damaged_copies(data: bytes, n: int, seed: int = 0):
-    """Bit flips, overwritten chunks and truncations at random places, a third of each."""
+    """The damage benchmarks/damaged_models.py does: bit flips, overwritten chunks, truncations."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        damaged = importlib.import_module("damaged_models").damaged
+    finally:
+        sys.path.pop(0)
     rng = np.random.default_rng(seed)
     for k in range(n):
-        b = bytearray(data)
-        if k % 3 == 0:
-            for pos in rng.integers(0, len(b), rng.integers(1, 9)):
-                b[pos] ^= 1 << int(rng.integers(0, 8))
-        elif k % 3 == 1:
-            size = int(rng.integers(16, 257))
-            at = int(rng.integers(0, len(b) - size))
-            b[at : at + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-        else:
-            b = b[: int(rng.integers(8, len(b)))]
-        yield k, bytes(b)
+        yield k, damaged(data, k, rng)
 
 
 def test_damaged_models_are_refused_or_answer_as_the_original(int8_model, data_dir, tmp_path, capsys):
