@@ -136,11 +136,6 @@ def metadata_spans(buf: bytes, file: str | None = None) -> dict[str, tuple[int, 
     return metadata
 
 
-def check_model_bytes(buf: bytes, file: str | None = None) -> dict[str, bytes]:
-    """Check that ``buf`` is a whole TFLite model and return its metadata entries by name."""
-    return {name: buf[start:end] for name, (start, end) in metadata_spans(buf, file).items()}
-
-
 def digest_outside(buf: bytes, span: tuple[int, int]) -> str:
     """SHA-256 of the file with the bytes of ``span`` counted as zeros: everything but one metadata entry."""
     start, end = span
@@ -151,8 +146,11 @@ def digest_outside(buf: bytes, span: tuple[int, int]) -> str:
 
 
 def custom_ops(buf: bytes) -> list[str]:
-    """Names of the custom operators a model uses (an Edge TPU build holds ``edgetpu-custom-op``)."""
-    check_model_bytes(buf)
+    """Names of the custom operators a model uses (an Edge TPU build holds ``edgetpu-custom-op``).
+
+    Only the operator codes are read (bounds-checked): ``load`` has walked the whole file already."""
+    if len(buf) < 8 or buf[4:8] != IDENTIFIER:
+        raise ModelError(None, "not a TensorFlow Lite model (no 'TFL3' identifier)")
     r = _Reader(buf, None)
     names = (r.string(code, _OPCODE_CUSTOM_CODE) for code in r.tables(r.u32(0), _MODEL_OPERATOR_CODES))
     return sorted({n for n in names if n})
