@@ -36,10 +36,10 @@ from medlite.train.models import build
 
 def make_model(folder: Path, family: str, size: int, variant: str, calibration: np.ndarray, **options) -> Path:
     """Built as conversion builds it: logits and features as outputs (no guard: too few images here to fit one)."""
-    keras_model, activation, has_features = cart_model(build(family, input_shape=(size, size, 1), num_classes=2,
+    keras_model, activation, has_features, _ = cart_model(build(family, input_shape=(size, size, 1), num_classes=2,
                                                              **options))
     tfl = convert(keras_model, variant, calibration=calibration, n_calibration=len(calibration))
-    scores_at, features_at = outputs_of(tfl, 2, has_features)
+    scores_at, features_at, _ = outputs_of(tfl, 2, has_features)
     contract = Contract(input=input_spec_of(tfl), labels=("normal", "pneumonia"), positive_index=1, threshold=0.5,
                         preprocess=Preprocess(color="grey"), provenance={"variant": variant}, activation=activation,
                         scores_output=scores_at, features_output=features_at)

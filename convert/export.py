@@ -43,19 +43,21 @@ def _explain(variant: str, error: Exception, model) -> str:
     return "; ".join(parts) + f": {first[:400]}"
 
 
-def cart_model(model) -> tuple[object, str, bool]:
-    """The model to convert, the activation the runtime applies after it (in float), and whether it also
-    outputs the penultimate features (for the out-of-distribution guard): ``(model, activation, features)``.
+def cart_model(model) -> tuple[object, str, bool, tuple | None]:
+    """The model to convert, the activation the runtime applies after it (in float), whether it also outputs
+    the penultimate features (for the out-of-distribution guard), and the classifier head when the last
+    feature map is a third output (for heatmaps): ``(model, activation, features, head)``.
 
     A model that ends in a softmax is cut before it: full-integer conversion would quantize the softmax's
     output to 1/256 steps and collapse the ranking of scores. When the logits come from a dense layer on a
-    flat feature vector, that vector becomes a second output.
+    flat feature vector, that vector becomes a second output; when that vector comes from global average
+    pooling through dense layers (a ReLU after each hidden one), the pooled feature map becomes a third.
     """
     last = model.layers[-1]
     inner = getattr(last, "layer", last)  # quantization-aware training wraps every layer
     activation = getattr(getattr(inner, "activation", None), "__name__", "")
     if not (type(inner).__name__ == "Softmax" or (type(inner).__name__ == "Activation" and activation == "softmax")):
-        return model, "none", False
+        return model, "none", False, None
     # The layer may belong to several graphs (tfmot's stripping rebuilds the model around the same layers):
     # take the input it has in this model's own graph.
     for node in range(len(last.inbound_nodes)):
@@ -67,9 +69,56 @@ def cart_model(model) -> tuple[object, str, bool]:
         dense, dense_node, _ = logits._keras_history
         features = dense.get_input_at(dense_node)
         if not isinstance(features, (list, tuple)) and len(features.shape) == 2:
-            return keras.Model(model.inputs, [logits, features], name=f"{model.name}_cart"), "softmax", True
-        return keras.Model(model.inputs, logits, name=f"{model.name}_logits"), "softmax", False
-    return model, "none", False
+            found = _pooled_head(logits)
+            if found is not None:
+                fmap, head = found
+                return (keras.Model(model.inputs, [logits, features, fmap], name=f"{model.name}_cart"), "softmax",
+                        True, head)
+            return keras.Model(model.inputs, [logits, features], name=f"{model.name}_cart"), "softmax", True, None
+        return keras.Model(model.inputs, logits, name=f"{model.name}_logits"), "softmax", False, None
+    return model, "none", False, None
+
+
+# Layers a heatmap head may pass through between pooling and logits: identities at inference, or a ReLU.
+_PASS = ("Dropout", "InputLayer")
+
+
+def _dense_weights(layer) -> tuple[np.ndarray, np.ndarray]:
+    """A dense layer's float kernel and bias, also through a quantization-aware wrapper (whose inner layer's
+    kernel is then a symbolic tensor, the variables being the wrapper's)."""
+    named = {w.name.rsplit("/", 1)[-1].split(":")[0]: w for w in layer.weights}
+    return np.asarray(named["kernel"].numpy()), np.asarray(named["bias"].numpy())
+
+
+def _pooled_head(logits) -> tuple[object, tuple] | None:
+    """(the feature map that global average pooling reads, the dense layers from the pooling to ``logits``
+    as HeadLayers), or None when the head is anything else."""
+    from ..edge.heatmap import HeadLayer
+
+    layers: list = []  # from the logits back: [kernel, bias, relu after]
+    tensor, relu = logits, False
+    while True:
+        layer, node, _ = tensor._keras_history
+        inner = getattr(layer, "layer", layer)
+        kind = type(inner).__name__
+        if kind == "GlobalAveragePooling2D":
+            if not layers:
+                return None
+            fmap = layer.get_input_at(node)
+            head = tuple(HeadLayer(np.asarray(k, np.float64), np.asarray(b, np.float64), r) for k, b, r in
+                         reversed(layers))
+            return (fmap, head) if len(head) <= 2 and (len(head) == 1 or head[0].relu) else None
+        if kind == "Dense":
+            act = getattr(getattr(inner, "activation", None), "__name__", "linear")
+            if act not in ("linear", "relu") or not inner.use_bias:
+                return None
+            layers.append([*_dense_weights(layer), relu or act == "relu"])
+            relu = False
+        elif kind == "ReLU" and inner.max_value is None and not float(inner.negative_slope) and not inner.threshold:
+            relu = True
+        elif kind not in _PASS:
+            return None
+        tensor = layer.get_input_at(node)
 
 
 def representative(images: np.ndarray, n: int, seed: int = 0) -> Callable[[], Iterator[list[np.ndarray]]]:

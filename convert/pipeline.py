@@ -31,6 +31,7 @@ from ..train.pipeline import load_data_for
 from . import edgetpu_readiness
 from .contract_writer import embed_contract
 from .errors import ConvertError
+from ..edge.heatmap import Cam
 from .export import cart_model, convert
 from .finetune import FineTune
 from .validate import compare, features_prepared, predict_prepared
@@ -77,14 +78,19 @@ def input_spec_of(tflite: bytes) -> InputSpec:
     return InputSpec(h, w, c, dtype, q[0] if quantized else None, q[1] if quantized else None)
 
 
-def outputs_of(tflite: bytes, n_labels: int, has_features: bool) -> tuple[int, int | None]:
-    """Which output of a converted model holds the scores and which the features."""
+def outputs_of(tflite: bytes, n_labels: int, has_features: bool) -> tuple[int, int | None, int | None]:
+    """Which output of a converted model holds the scores, which the features and which the last feature map
+    (told apart by shape: the converter does not keep Keras' output order)."""
     outs = runtime().Interpreter(model_content=tflite).get_output_details()
     if not has_features:
-        return 0, None
-    sizes = [int(np.prod(o["shape"])) for o in outs]
-    scores = sizes.index(n_labels) if sizes[0] != n_labels else 0
-    return scores, 1 - scores
+        return 0, None, None
+    shapes = [tuple(int(v) for v in o["shape"]) for o in outs]
+    maps = [i for i, s in enumerate(shapes) if len(s) == 4]
+    flat = [i for i, s in enumerate(shapes) if len(s) != 4]
+    sizes = [int(np.prod(shapes[i])) for i in flat]
+    scores = flat[sizes.index(n_labels)] if sizes[0] != n_labels else flat[0]
+    features = next(i for i in flat if i != scores)
+    return scores, features, (maps[0] if maps else None)
 
 
 def _load_data(bundle: Bundle, data_dir) -> TrainingData:
@@ -170,11 +176,11 @@ class _Converter:
             flags.update(settings(v.fine_tune, opts.finetune))
             if v.fine_tune == "pruned":
                 extra["sparsity"] = sparsity_of(model)
-        model, activation, has_features = cart_model(model)
+        model, activation, has_features, head = cart_model(model)
         tfl = convert(model, name, calibration=self.data.splits["train"].x, n_calibration=opts.n_calibration,
                       io_type=opts.io_type, seed=opts.seed)
         seconds = time.perf_counter() - t0
-        heads = (activation, has_features)
+        heads = (activation, has_features, head)
         run = self._validate(name, tfl, heads)
         if v.layer_errors:
             run, flags, extra = self._float_layers(name, model, heads, run, flags, extra)
@@ -191,15 +197,16 @@ class _Converter:
             entry["edgetpu"] = self._readiness(name, path, run.blob)
         return entry
 
-    def _validate(self, name: str, tfl: bytes, heads: tuple[str, bool]) -> _Run:
+    def _validate(self, name: str, tfl: bytes, heads: tuple) -> _Run:
         """Embed a provisional contract, run through medlite.edge, re-choose the threshold, embed the final one."""
         c0, val, test = self.contract, self.data.splits["val"], self.data.splits.get("test")
         provenance = {**c0.provenance, "medlite_version": __version__, "variant": name,
                       "source_model_sha256": self.source_sha}
-        activation, has_features = heads
-        scores_at, features_at = outputs_of(tfl, len(c0.labels), has_features)
+        activation, has_features, head = heads
+        scores_at, features_at, map_at = outputs_of(tfl, len(c0.labels), has_features)
+        heatmap = Cam(map_at, head).to_dict() if head is not None and map_at is not None else {}
         contract = c0.replace(input=input_spec_of(tfl), provenance=provenance, activation=activation,
-                              scores_output=scores_at, features_output=features_at)
+                              scores_output=scores_at, features_output=features_at, heatmap=heatmap)
         pv, pt = predict_prepared(embed_contract(tfl, contract), val.x, test.x if test is not None else None)
         if VARIANTS[name].reference:
             self.ref = {"val": pv, "test": pt, "contract": contract.replace(threshold=self._threshold(val.y, pv))}
@@ -241,7 +248,7 @@ class _Converter:
         return choose_threshold(y == self.pos, probs[:, self.pos], self.cfg.operating_point,
                                 self.cfg.target_sensitivity)
 
-    def _float_layers(self, name: str, model, heads: tuple[str, bool], run: _Run, flags: dict, extra: dict):
+    def _float_layers(self, name: str, model, heads: tuple, run: _Run, flags: dict, extra: dict):
         """The per-layer error table, and the worst layers kept in float when asked (or needed, for auto)."""
         from .quant_debug import int8_with_float_layers, layer_errors
 
@@ -281,9 +288,17 @@ class _Converter:
         if compiled.get("compiler_ops"):
             compiled["differences"] = edgetpu_readiness.compare_with_compiler(static, compiled["compiler_ops"])
         self.readiness_md.append(edgetpu_readiness.markdown(name, static, compiled))
-        return {"summary": static["summary"], "mapped": static["mapped"], "cpu": static["cpu"],
-                "split_at": static["split_at"], "ops": static["ops"],
-                "compiler": {k: v for k, v in compiled.items() if k != "log"}}
+        out = {"summary": static["summary"], "mapped": static["mapped"], "cpu": static["cpu"],
+               "split_at": static["split_at"], "ops": static["ops"],
+               "compiler": {k: v for k, v in compiled.items() if k != "log"}}
+        heatmap = read_contract(blob).heatmap
+        if heatmap:
+            where = ("computed on the Edge TPU with every other op" if static["cpu"] == 0 else
+                     f"the graph splits at {static['split_at']}, so ops after it run on the CPU")
+            out["heatmap"] = (f"heatmap-ready: output {heatmap['output']} is the last feature map, {where}; the host "
+                              f"only combines it with the head's {len(heatmap['layers'])} dense layer(s)")
+            self.readiness_md.append(f"{name}: {out['heatmap']}.\n")
+        return out
 
 
 def summary_markdown(manifest: dict) -> str:

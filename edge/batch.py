@@ -14,11 +14,12 @@ import glob
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .contract import Contract, IntendedUse
@@ -66,14 +67,17 @@ def rejected_record(file: str, reason: str) -> dict:
     return {"file": file, "status": "rejected", "reason": reason}
 
 
-def decode(file: str, contract: Contract, intended: IntendedUse | None):
-    """Read and prepare every frame of one file: ("ok", [(frame without pixels, input), ...]),
-    ("rejected", reason) or ("error", problem)."""
+def decode(file: str, contract: Contract, intended: IntendedUse | None, size: tuple[int, int] | None = None,
+           preview: int = 0):
+    """Read and prepare every frame of one file: ("ok", [(frame, input), ...]), ("rejected", reason) or
+    ("error", problem). A frame keeps its image's size; its pixels are dropped, or with ``preview`` kept as
+    8-bit at most that many pixels on the longer side (for an overlay)."""
     try:
         out = []
-        for f in read(file, contract.preprocess, intended):
+        for f in read(file, contract.preprocess, intended, size):
             x = quantize(prepare(f.pixels, contract.preprocess, contract.input, f.file)[None], contract.input)
-            out.append((dataclasses.replace(f, pixels=np.empty((0, 0, 1), np.float32)), x))
+            kept = _preview(f.pixels, preview) if preview else np.empty((0, 0, 1), np.uint8)
+            out.append((dataclasses.replace(f, pixels=kept, size=f.image_size), x))
         return "ok", out
     except Rejected as e:
         return "rejected", e.reason
@@ -84,13 +88,41 @@ def decode(file: str, contract: Contract, intended: IntendedUse | None):
         return "error", f"could not be read ({type(e).__name__} in the decoder); the file is damaged or unusual"
 
 
+# Decodes in flight per worker. In-order results mean a slow file (a 113 ms JPEG-lossless CR) holds back those
+# after it; a deep window keeps the workers busy meanwhile. A finished decode is only the model's small input.
+WINDOW = 16
+_job: tuple = ()  # a worker's (contract, intended use, size), sent once when it starts rather than with each file
+
+
+def _set_job(job: tuple) -> None:
+    global _job
+    _job = job
+
+
+def _decode_file(file: str):
+    return decode(file, *_job)
+
+
+def _preview(pixels: np.ndarray, longest: int) -> np.ndarray:
+    scale = longest / max(pixels.shape[:2])
+    if scale < 1:
+        size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+        small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        pixels = small[..., None] if small.ndim == 2 else small
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
 def _ready() -> bool:
     return True
 
 
-def _start_pool(workers: int, ctx) -> ProcessPoolExecutor | None:
+def _pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_job, initargs=(job,))
+
+
+def _start_pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor | None:
     """A started pool, or None (with a warning) when worker processes cannot start here."""
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    pool = _pool(workers, ctx, job)
     try:
         pool.submit(_ready).result(timeout=120)
         return pool
@@ -111,21 +143,24 @@ def _isolated(file: str, job: tuple, ctx):
                              "survive); it was skipped")
 
 
-def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
-    """One record per frame or failure, in input order. ``workers=0`` decodes in this process."""
+def run(model: Model, files: list[str], workers: int = 2, draw: Callable | None = None,
+        preview: int = 0) -> Iterator[dict]:
+    """One record per frame or failure, in input order. ``workers=0`` decodes in this process. With ``draw``,
+    each result also gets its heatmap, and ``draw(record, prediction, frame)`` is called before the record is
+    yielded (the frame's pixels are a preview of ``preview`` pixels, or none)."""
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds an interpreter's threads
-    job = (model.contract, model.reading_rules())
-    pool = _start_pool(workers, ctx) if workers > 0 and len(files) > 1 else None
+    job = (model.contract, model.reading_rules(), model.decode_size(), preview)
+    pool = _start_pool(workers, ctx, job) if workers > 0 and len(files) > 1 else None
     if pool is None:
         for file in files:
-            yield from _infer(model, file, decode(file, *job))
+            yield from records(model, file, decode(file, *job), draw)
         return
     pending: collections.deque = collections.deque()
     todo = iter(files)
     try:
         for file in todo:  # a bounded window of decodes ahead of inference
-            pending.append((file, pool.submit(decode, file, *job)))
-            if len(pending) >= 4 * workers:
+            pending.append((file, pool.submit(_decode_file, file)))
+            if len(pending) >= WINDOW * workers:
                 break
         while pending:
             file, fut = pending.popleft()
@@ -135,18 +170,29 @@ def run(model: Model, files: list[str], workers: int = 2) -> Iterator[dict]:
                 # A worker died on one of the files in flight: retry this one alone to learn whether it is the
                 # culprit, then carry on with a fresh pool (a later culprit breaks it again and is found the same way).
                 decoded = _isolated(file, job, ctx)
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(workers, mp_context=ctx)
-                pending = collections.deque((f, pool.submit(decode, f, *job)) for f, _ in pending)
+                _stop(pool)
+                pool = _pool(workers, ctx, job)
+                pending = collections.deque((f, pool.submit(_decode_file, f)) for f, _ in pending)
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(decode, nxt, *job)))
-            yield from _infer(model, file, decoded)
+                pending.append((nxt, pool.submit(_decode_file, nxt)))
+            yield from records(model, file, decoded, draw)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(pool)
 
 
-def _infer(model: Model, file: str, decoded) -> Iterator[dict]:
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what is queued and end the workers now: a stopped run must not wait for decodes in flight."""
+    # concurrent.futures has no public way to end its workers before Python 3.14 (terminate_workers), and
+    # shutdown() drops its handles to them, so they are taken first.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+def records(model: Model, file: str, decoded, draw: Callable | None = None) -> Iterator[dict]:
+    """The records of one decoded file: its frames' results, or its rejection or error."""
     status, payload = decoded
     if status == "error":
         yield error_record(file, payload)
@@ -155,5 +201,11 @@ def _infer(model: Model, file: str, decoded) -> Iterator[dict]:
         yield rejected_record(file, payload)
         return
     for frame, x in payload:
-        scores, features, ms = model.infer(x)
-        yield model.result(scores, ms, frame, features).record()
+        if draw is None:
+            scores, features, ms = model.infer(x)
+            yield model.result(scores, ms, frame, features).record()
+            continue
+        prediction = model.predict_frame(frame, heatmap=True, x=x)
+        rec = prediction.record()
+        draw(rec, prediction, frame)
+        yield rec

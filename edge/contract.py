@@ -98,6 +98,9 @@ class Contract:
     scores_output: int = 0  # which of the model's outputs holds the class scores (or logits)
     features_output: int | None = None  # which holds the penultimate features, when the model gives them
     ood: dict[str, Any] = field(default_factory=dict)  # the out-of-distribution detector (edge/ood.py), if fitted
+    # How a heatmap is made (edge/heatmap.py): which output holds the last feature map and the classifier head's
+    # float weights; empty for a model whose head is not global average pooling then dense layers.
+    heatmap: dict[str, Any] = field(default_factory=dict)
     positive_index: int | None = None  # binary models: the class whose score meets the threshold
     threshold: float | None = None  # operating point chosen on validation data for this variant
     operating_point: str = ""  # how the threshold was chosen, e.g. "sensitivity>=0.95"
@@ -141,6 +144,7 @@ class Contract:
                 scores_output=int(d.get("scores_output", 0)),
                 features_output=d.get("features_output"),
                 ood=dict(d.get("ood", {})),
+                heatmap=dict(d.get("heatmap", {})),
                 intended_use=IntendedUse(**{k: (tuple(str(x).upper() for x in v) if k != "description" else str(v))
                                             for k, v in d.get("intended_use", {}).items()}),
                 positive_index=d.get("positive_index"),

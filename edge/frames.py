@@ -17,3 +17,9 @@ class Frame:
     sop_instance_uid: str | None = None  # identifies a DICOM instance without patient data
     modality: str | None = None  # DICOM Modality and BodyPartExamined, when the file has them
     body_part: str | None = None
+    size: tuple[int, int] | None = None  # the image's own (height, width), where ``pixels`` are smaller or gone
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the input image, in whose pixels positions are reported."""
+        return self.size or (int(self.pixels.shape[0]), int(self.pixels.shape[1]))

@@ -9,18 +9,12 @@ TPU too); this arithmetic runs on the host, in float.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 import numpy as np
 
-
-def _pack(a: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
-
-
-def _unpack(text: str, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(shape).astype(np.float64)
+from .packing import pack as _pack
+from .packing import unpack as _unpack
 
 
 @dataclass(frozen=True)
@@ -36,8 +30,10 @@ class OodDetector:
         """Squared Mahalanobis distance per feature dimension (about 1 for a typical training image)."""
         d = np.asarray(features, dtype=np.float64).reshape(-1) - self.mean
         proj = self.components @ d
-        resid = d - self.components.T @ proj
-        return float(((proj**2 / self.variances).sum() + resid @ resid / self.residual_variance) / d.size)
+        # The components are orthonormal, so the squared residual off them is |d|^2 - |proj|^2: one
+        # matrix-vector product a call instead of two.
+        resid = max(float(d @ d - proj @ proj), 0.0)
+        return float((proj * proj) @ (1.0 / self.variances) + resid / self.residual_variance) / d.size
 
     def to_dict(self) -> dict:
         k, dim = self.components.shape

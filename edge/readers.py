@@ -23,10 +23,12 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom", ".npy"}
 
 
-def read(source, pre: Preprocess | None = None, intended: IntendedUse | None = None) -> list[Frame]:
+def read(source, pre: Preprocess | None = None, intended: IntendedUse | None = None,
+         size: tuple[int, int] | None = None) -> list[Frame]:
     """Frames from a path or an array (HxW or HxWxC display values), following the frame policy.
 
-    With ``intended``, a DICOM outside the model's intended use raises Rejected (other files carry no tags)."""
+    With ``intended``, a DICOM outside the model's intended use raises Rejected (other files carry no tags).
+    With ``size`` (the model's input height and width), a JPEG 2000 DICOM may be decoded at reduced resolution."""
     pre = pre or Preprocess()
     if isinstance(source, Frame):
         return [source]
@@ -49,7 +51,7 @@ def read(source, pre: Preprocess | None = None, intended: IntendedUse | None = N
     if suffix in DICOM_SUFFIXES or _has_dicom_marker(path):
         from .dicom import read_dicom  # pydicom is imported only when a DICOM is read
 
-        return read_dicom(path, pre, intended)
+        return read_dicom(path, pre, intended, size)
     raise InputError(path, f"unsupported file type {suffix!r}; medlite reads {', '.join(sorted(SUFFIXES))}")
 
 

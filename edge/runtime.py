@@ -7,13 +7,14 @@ inference load one ``Model`` per worker (the interpreter is not re-entrant).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from .contract import Contract, IntendedUse, read_contract
 from .decision import decide
 from .errors import BackendUnavailable, InputError, ModelError
 from .frames import Frame
+from .heatmap import Cam, Rendered, render
 from .ood import OodDetector
 from .preprocess import prepare, quantize
 from .readers import read
@@ -57,6 +59,11 @@ class Prediction:
     # False: the image lies outside what the model was trained on (it is still scored); None: no detector
     in_distribution: bool | None = None
     ood_score: float | None = None  # the detector's distance; above the contract's threshold is out
+    # With heatmap=True: the map of the decided class (the positive class of a binary model) as uint8 at the
+    # input image's own size, the (x, y) of its peak and the (x0, y0, x1, y1) box around it, in its pixels.
+    heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
+    peak: tuple[int, int] | None = None
+    box: tuple[int, int, int, int] | None = None
 
     def record(self) -> dict:
         """The ``ok`` result record (DESIGN.md, "Result records"): one line of ``predict``'s JSON Lines."""
@@ -70,6 +77,8 @@ class Prediction:
             rec["sop_instance_uid"] = self.sop_instance_uid
         if self.intended_use_ignored:
             rec["intended_use"] = "ignored"
+        if self.peak is not None:
+            rec["peak"], rec["box"] = list(self.peak), list(self.box)
         return rec
 
 
@@ -88,13 +97,17 @@ class Model:
         self._check_session(contract, session)
         self._labels = contract.labels
         self._scores_at, self._features_at = contract.scores_output, contract.features_output
-        self._out_quant = session.outputs[self._scores_at].quant
-        self._features_quant = None if self._features_at is None else session.outputs[self._features_at].quant
+        self._out_quant = _quant(session.outputs[self._scores_at].quant)
+        self._features_quant = None if self._features_at is None else _quant(session.outputs[self._features_at].quant)
         self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
+        self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
+        self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
         self._in_spec = contract.input
         self._softmax = contract.activation == "softmax"
         # Set to run DICOMs outside the intended use anyway (`--ignore-intended-use`); each result says so.
         self.intended_use_ignored = False
+        # Set to decode every DICOM at full resolution (`--full-decode`), not JPEG 2000 at a reduced level.
+        self.full_decode = False
 
     @property
     def backend(self) -> str:
@@ -106,7 +119,7 @@ class Model:
             raise ModelError(self.path, f"the contract says input {shape} {c.input.dtype} but the model takes "
                                         f"{tuple(s.input.shape)} {s.input.dtype}; the file was altered after "
                                         "conversion")
-        wanted = [i for i in (c.scores_output, c.features_output) if i is not None]
+        wanted = [i for i in (c.scores_output, c.features_output, c.heatmap.get("output")) if i is not None]
         if max(wanted) >= len(s.outputs):
             raise ModelError(self.path, f"the contract names output {max(wanted)} but the model has "
                                         f"{len(s.outputs)}; the file was altered after conversion")
@@ -120,20 +133,24 @@ class Model:
         x = prepare(frame.pixels, self.contract.preprocess, self._in_spec, frame.file)
         return quantize(x[None], self._in_spec)
 
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
-        """Prepared input to class scores, the penultimate features (None when the model gives none) and the
-        interpreter's latency in ms; both dequantized, the contract's activation applied in float."""
+    def _invoke(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, float]:
+        """The interpreter's outputs, the scores (dequantized, the contract's activation applied in float) and
+        the interpreter's latency in ms."""
         with self._lock:
             t0 = time.perf_counter()
             outputs = self._session.run(x)
             dt = time.perf_counter() - t0
         scores = _dequantize(outputs[self._scores_at], self._out_quant)
-        if self._softmax:
-            scores = _softmax(scores)
+        return outputs, (_softmax(scores) if self._softmax else scores), dt * 1e3
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """Prepared input to class scores, the penultimate features (None when the model gives none) and the
+        interpreter's latency in ms."""
+        outputs, scores, ms = self._invoke(x)
         features = None
         if self._features_at is not None:
             features = _dequantize(outputs[self._features_at], self._features_quant)
-        return scores, features, dt * 1e3
+        return scores, features, ms
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Prepared input to class scores and the interpreter's latency in ms."""
@@ -146,6 +163,29 @@ class Model:
             return None, None
         score = self._ood.score(features)
         return score <= self._ood.threshold, score
+
+    @property
+    def has_heatmap(self) -> bool:
+        """The model gives its last feature map, so a heatmap can be made (``heatmap=True``)."""
+        return self._cam is not None
+
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, float]:
+        """``infer`` that also returns the last feature map (h x w x C, dequantized) for a heatmap."""
+        if self._cam is None:
+            raise ModelError(self.path, "this model gives no feature map for a heatmap: its head is not global "
+                                        "average pooling then dense layers, or it was converted before heatmaps")
+        outputs, scores, ms = self._invoke(x)
+        features = _dequantize(outputs[self._features_at], self._features_quant)
+        fmap = outputs[self._cam.output]
+        return scores, features, _dequantize(fmap, self._map_quant).reshape(fmap.shape[-3:]), ms
+
+    def heatmap_of(self, scores: np.ndarray, features: np.ndarray, fmap: np.ndarray,
+                   image_size: tuple[int, int]) -> Rendered:
+        """The decided class's map (a binary model's positive class) over an image of ``image_size``."""
+        c = self.contract
+        cls = c.positive_index if c.positive_index is not None else int(decide(scores, c))
+        cmap = self._cam.class_map(fmap, features, cls)
+        return render(cmap, *image_size, c.preprocess.crop, self._cam.box_fraction)
 
     def result(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None,
                features: np.ndarray | None = None) -> Prediction:
@@ -179,47 +219,65 @@ class Model:
     def frames(self, source) -> list[Frame]:
         """Decode a path, array or Frame by the contract's reader policy (frame selection included); a DICOM
         outside the intended use raises Rejected."""
-        return read(source, self.contract.preprocess, self.reading_rules())
+        return read(source, self.contract.preprocess, self.reading_rules(), self.decode_size())
 
-    def predict(self, image_or_path) -> Prediction:
-        """Classify one image (path, HxW[xC] array of display values, or Frame)."""
+    def decode_size(self) -> tuple[int, int] | None:
+        """The size a DICOM may be decoded down to (the model's input), or None for full decoding."""
+        return None if self.full_decode else (self._in_spec.height, self._in_spec.width)
+
+    def predict(self, image_or_path, heatmap: bool = False) -> Prediction:
+        """Classify one image (path, HxW[xC] array of display values, or Frame); with ``heatmap``, also its
+        class activation map, peak and box."""
         frames = self.frames(image_or_path)
         if len(frames) != 1:
             raise InputError(frames[0].file, f"holds {len(frames)} frames under the frame policy 'all'; "
                                              "use predict_many to get one result per frame")
-        return self._predict_frame(frames[0])
+        return self.predict_frame(frames[0], heatmap)
 
-    def predict_many(self, images: Iterable) -> Iterator[Prediction]:
+    def predict_many(self, images: Iterable, heatmap: bool = False) -> Iterator[Prediction]:
         """One Prediction per image, and per frame for multi-frame DICOMs; bad input raises InputError."""
         for source in images:
             for frame in self.frames(source):
-                yield self._predict_frame(frame)
+                yield self.predict_frame(frame, heatmap)
 
     def predict_input(self, x: np.ndarray) -> Prediction:
         """Classify an input already prepared by ``prepare`` (batch 1, the model's dtype)."""
         scores, features, ms = self.infer(x)
         return self.result(scores, ms, features=features)
 
-    def _predict_frame(self, frame: Frame) -> Prediction:
-        scores, features, ms = self.infer(self.prepare(frame))
-        return self.result(scores, ms, frame, features)
+    def predict_frame(self, frame: Frame, heatmap: bool = False, x: np.ndarray | None = None) -> Prediction:
+        """Classify a decoded frame (``x``: its prepared input, when already made)."""
+        x = self.prepare(frame) if x is None else x
+        if not heatmap:
+            scores, features, ms = self.infer(x)
+            return self.result(scores, ms, frame, features)
+        scores, features, fmap, ms = self.explain(x)
+        drawn = self.heatmap_of(scores, features, fmap, frame.image_size)
+        return dataclasses.replace(self.result(scores, ms, frame, features), heatmap=drawn.image, peak=drawn.peak,
+                                   box=drawn.box)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax in float64 with libm's exp, element by element: numpy's vectorised exp differs between x86-64
     and arm64 in the last bit, and a cart must give the scores the workstation validated, to the bit."""
-    z = logits.astype(np.float64)
-    e = [math.exp(v) for v in (z - z.max()).tolist()]
+    z = logits.tolist()
+    top = max(z)
+    e = [math.exp(v - top) for v in z]
     total = math.fsum(e)
     return np.array([v / total for v in e], dtype=np.float32)
 
 
-def _dequantize(raw: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
+def _dequantize(raw: np.ndarray, quant: tuple[np.float32, np.float32] | None) -> np.ndarray:
     raw = raw.reshape(-1)
     if quant is None:
         return raw.astype(np.float32, copy=False)
     scale, zero_point = quant
     return (raw.astype(np.float32) - zero_point) * scale
+
+
+def _quant(q: tuple[float, int] | None) -> tuple[np.float32, np.float32] | None:
+    """An output's quantization as float32 scalars, converted once rather than in every call."""
+    return None if q is None else (np.float32(q[0]), np.float32(q[1]))
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -109,6 +109,68 @@ def latency_rounds(models: list[Model], inputs: list[np.ndarray], runs: int) -> 
     return [t * 1e3 for t in times]
 
 
+def heatmap_cost(model: Model, frame: Frame, x: np.ndarray, runs: int) -> dict:
+    """A prediction's p50 in ms without and with its heatmap (map, peak, box at the image's size), alternated."""
+    without, with_map = np.empty(runs), np.empty(runs)
+    for _ in range(WARMUP):
+        model.predict_frame(frame, heatmap=True, x=x)
+    for k in range(runs):
+        t0 = time.perf_counter()
+        model.predict_frame(frame, x=x)
+        t1 = time.perf_counter()
+        model.predict_frame(frame, heatmap=True, x=x)
+        without[k], with_map[k] = t1 - t0, time.perf_counter() - t1
+    a, b = float(np.median(without) * 1e3), float(np.median(with_map) * 1e3)
+    return {"without_p50": a, "with_p50": b, "added_p50": b - a, "image": list(frame.image_size)}
+
+
+GALLERY_CASES = 3  # correct and wrong cases each
+
+
+def gallery(rows: list[dict], split: Split, seed: int = 0) -> list[dict]:
+    """A few test images with the fp32 and int8 heatmaps side by side (PNG overlays, base64): correct and
+    wrong decisions of fp32, drawn at random with a fixed seed. Empty when either model has no heatmap."""
+    import base64
+
+    import cv2
+
+    from ..edge.heatmap import overlay
+
+    paths = {r["variant"]: r["model"] for r in rows if r["backend"] == "cpu"}
+    if not {"fp32", "int8"} <= set(paths):
+        return []
+    models = {v: load(paths[v], backend="cpu") for v in ("fp32", "int8")}
+    if not all(m.has_heatmap for m in models.values()):
+        return []
+    labels = models["fp32"].contract.labels
+    rng = np.random.default_rng(seed)
+    picked = {True: [], False: []}
+    for i in rng.permutation(len(split.images)):
+        p = models["fp32"].predict_frame(frame_of(split.images[i]))
+        correct = p.label == labels[int(split.labels[i])]
+        if len(picked[correct]) < GALLERY_CASES:
+            picked[correct].append(int(i))
+        if all(len(v) == GALLERY_CASES for v in picked.values()):
+            break
+    cases = []
+    for correct, indices in ((True, picked[True]), (False, picked[False])):
+        for i in indices:
+            frame = frame_of(split.images[i])
+            case = {"index": i, "truth": labels[int(split.labels[i])], "fp32_correct": correct}
+            for v, m in models.items():
+                p = m.predict_frame(frame, heatmap=True)
+                picture = overlay(frame.pixels, p.heatmap)
+                side = max(picture.shape[:2])
+                if side < 160:  # small MedMNIST images: enlarged so that a person can see them
+                    scale = 160 / side
+                    picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+                ok, png = cv2.imencode(".png", picture)
+                case[v] = {"label": p.label, "score": p.score, "peak": list(p.peak),
+                           "png": base64.b64encode(png.tobytes()).decode("ascii")}
+            cases.append(case)
+    return cases
+
+
 def summarize(t: np.ndarray) -> dict:
     p50, p90, p99 = np.percentile(t, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(t.mean()), "std": float(t.std()),
@@ -157,6 +219,10 @@ def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = N
         for r, times in zip(group, latency_rounds(models, inputs, runs)):
             r["latency_ms"] = summarize(times)
             r["throughput_per_s"] = 1e3 / r["latency_ms"]["mean"]
+        frame = frame_of(split.images[0])
+        for r, m, x in zip(group, models, inputs):
+            if m.has_heatmap:
+                r["heatmap_ms"] = heatmap_cost(m, frame, x, runs)
     refs = {(r["backend"], r["threads"]): r["_decisions"] for r in rows if r["variant"] == "fp32"}
     any_ref = next(iter(refs.values()), None)
     for r in rows:

@@ -99,7 +99,41 @@ def _table(report: dict) -> str:
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
 font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+2),th{text-align:left}
-tr.pareto{background:#eef7ee}img{max-width:100%;border:1px solid #ddd}.muted{color:#666}"""
+tr.pareto{background:#eef7ee}img{max-width:100%;border:1px solid #ddd}.muted{color:#666}
+.gallery{display:flex;flex-wrap:wrap;gap:12px}.case{border:1px solid #ddd;padding:6px}.case figure{display:inline-block;
+margin:4px}.case figcaption{font-size:12px;text-align:center}"""
+
+
+def _heatmap_costs(report: dict) -> str:
+    rows = [r for r in report["rows"] if r.get("heatmap_ms")]
+    if not rows:
+        return ""
+    cells = "".join(f"<tr><td>{html.escape(_label(r))}</td><td>{r['heatmap_ms']['without_p50']:.3f}</td>"
+                    f"<td>{r['heatmap_ms']['with_p50']:.3f}</td><td>{r['heatmap_ms']['added_p50']:.3f}</td></tr>"
+                    for r in rows)
+    return ("<h3>What a heatmap costs</h3><table><tr><th>row</th><th>prediction p50 ms</th><th>with heatmap</th>"
+            f"<th>added</th></tr>{cells}</table>")
+
+
+def _figure(variant: str, shown: dict) -> str:
+    score = "" if shown["score"] is None else f" ({shown['score']:.3f})"
+    return (f"<figure><img alt='{variant} heatmap' src='data:image/png;base64,{shown['png']}'>"
+            f"<figcaption>{variant}: {html.escape(shown['label'])}{score}</figcaption></figure>")
+
+
+def _gallery(report: dict) -> str:
+    cases = report.get("gallery") or []
+    if not cases:
+        return ""
+    cells = []
+    for c in cases:
+        verdict = "fp32 correct" if c["fp32_correct"] else "fp32 wrong"
+        pictures = "".join(_figure(v, c[v]) for v in ("fp32", "int8"))
+        cells.append(f"<div class='case'><p>image {c['index']}: truth {html.escape(c['truth'])}; {verdict}</p>"
+                     f"{pictures}</div>")
+    return ("<h3>Heatmaps, fp32 and int8 side by side</h3><p class='muted'>The map of each model's decided class "
+            "(a binary model's positive class) over the image; red is where the evidence is strongest. "
+            "A clinician sees the int8 map on the cart.</p><div class='gallery'>" + "".join(cells) + "</div>")
 
 
 def render(result_files: list[str | Path], out: str | Path) -> Path:
@@ -132,6 +166,8 @@ def render(result_files: list[str | Path], out: str | Path) -> Path:
         parts.append(_table(rep))
         for b, why in rep.get("skipped_backends", {}).items():
             parts.append(f"<p class='muted'>{html.escape(b)} not measured: {html.escape(why)}</p>")
+        parts.append(_heatmap_costs(rep))
+        parts.append(_gallery(rep))
     parts.append("</body></html>")
     page = out / "report.html"
     page.write_text("\n".join(parts), encoding="utf-8")

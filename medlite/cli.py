@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
-from medlite.commands import bench, convert, demo, env, predict, report, select, train
+from medlite.commands import bench, convert, demo, env, predict, report, select, serve, train
 from medlite.commands.shared import EXIT_CANNOT_RUN, EXIT_USAGE, UsageError, common_parser
 from medlite.edge.version import __version__
 
-COMMANDS = (demo, train, convert, predict, bench, report, select, env)
+COMMANDS = (demo, train, convert, predict, serve, bench, report, select, env)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +42,14 @@ def _quiet_tensorflow(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that a run stops the same way (exit 143, not 130)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit code is 0, 1 (some inputs failed), 2 (usage) or 3 (the model cannot run here)."""
     from medlite.convert.errors import ConversionError
@@ -48,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _quiet_tensorflow(args.verbose)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
     except UsageError as e:
@@ -59,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     except MedliteError as e:
         print(f"medlite {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"medlite {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"medlite {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

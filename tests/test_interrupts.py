@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from medlite.edge import batch, load
 
 OUTSIDE = os.path.dirname(os.path.abspath(__file__))  # never the checkout's root (see test_no_tensorflow)
@@ -28,7 +30,11 @@ def test_a_decoding_worker_killed_mid_run_costs_no_record(int8_model, data_dir):
     assert killed and got == expected
 
 
-def test_interrupted_predict_leaves_valid_json_lines_and_exits_130(int8_model, data_dir, tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated")])
+def test_a_stopped_predict_leaves_valid_json_lines_and_says_how_far_it_got(int8_model, data_dir, tmp_path, sig,
+                                                                          code, word):
+    """Ctrl-C or SIGTERM: the run ends within seconds, its workers with it, and every line written is whole."""
     folder = tmp_path / "many"
     folder.mkdir()
     images = sorted((data_dir / "busi" / "images").rglob("*.png"))
@@ -40,10 +46,27 @@ def test_interrupted_predict_leaves_valid_json_lines_and_exits_130(int8_model, d
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    workers = _children(proc.pid)
+    proc.send_signal(sig)
     t0 = time.time()
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and time.time() - t0 < 15
+    assert proc.returncode == code and word in err and time.time() - t0 < 15
     lines = out.read_text().splitlines()
     assert 20 <= len(lines) < 4000
+    assert f"stopped after {len(lines)} of 4000 file(s)" in err
+    time.sleep(1)
+    assert workers and not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers)
     assert all(json.loads(line)["status"] == "ok" for line in lines)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

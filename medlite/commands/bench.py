@@ -38,8 +38,11 @@ def measure(paths: list[str], split_name: str, ds, out, con, *, backends=None, t
     if not rows:
         raise UsageError("no model could run on the chosen backend(s): " +
                          "; ".join(f"{b}: {why}" for b, why in skipped.items()))
+    from medlite.measure.bench import gallery
+
     report = build_report(rows, {"name": ds.name, "split": split_name, "n": len(split.labels),
                                  "sha256": ds.sha256}, device_info(), skipped)
+    report["gallery"] = gallery(rows, split)
     written = write_report(report, out)
     Console(width=max(Console().width, 120)).print(rich_table(report))
     for b, why in skipped.items():

@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from pathlib import Path
 
-from .shared import EXIT_FAILED, EXIT_OK, console, edgetpu_device, positive_int
+from .shared import EXIT_FAILED, EXIT_OK, UsageError, console, edgetpu_device, positive_int
+
+PREVIEW = 1024  # the longest side of an overlay
 
 
 def register(sub, common) -> None:
@@ -27,6 +30,14 @@ def register(sub, common) -> None:
     p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
     p.add_argument("--ignore-intended-use", action="store_true",
                    help="run DICOMs outside the model's intended use too; each record then says so")
+    p.add_argument("--heatmap", type=Path, metavar="DIR",
+                   help="write each result's class activation map (8-bit PNG at the image's own size) to DIR; "
+                        "records gain heatmap, peak and box")
+    p.add_argument("--overlay", type=Path, metavar="DIR",
+                   help="write a colour overlay of the map on the image (for a person to look at) to DIR")
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode JPEG 2000 DICOMs at full resolution (default: the smallest resolution level "
+                        "still as large as the model's input)")
     p.set_defaults(run=run)
 
 
@@ -44,6 +55,7 @@ def run(args) -> int:
         model.contract = model.contract.replace(preprocess=dataclasses.replace(model.contract.preprocess,
                                                                                 frames=frames))
     model.intended_use_ignored = args.ignore_intended_use
+    model.full_decode = args.full_decode
     files, missing = batch.expand(args.paths)
     con = console(args)
     for a in model.attempts:
@@ -52,15 +64,18 @@ def run(args) -> int:
     con.print(f"model {args.model} on [bold]{model.backend}[/] ({runtime()}); {len(files)} file(s)")
     use = model.contract.intended_use.describe()
     con.print(f"intended use: {use}" + (" [yellow](ignored for this run)" if args.ignore_intended_use else ""))
+    draw = _drawer(model, args)
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     counts = {"ok": 0, "rejected": 0, "error": 0, "foreign": 0}
     labels: dict[str, int] = {}
+    done = 0
     try:
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), console=con,
                       disable=args.quiet) as bar:
             task = bar.add_task("predict", total=len(files))
             last_file = None
-            for rec in itertools.chain(missing, batch.run(model, files, workers=args.workers)):
+            results = batch.run(model, files, workers=args.workers, draw=draw, preview=PREVIEW if args.overlay else 0)
+            for rec in itertools.chain(missing, results):
                 # One line per record, flushed, so an interrupted run leaves a valid JSON Lines file.
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
@@ -74,12 +89,52 @@ def run(args) -> int:
                     con.print(f"[red]{rec['file']}: {rec['error']}")
                 if rec["file"] != last_file and rec["file"] in files:
                     bar.advance(task)
+                    done += 1
                     last_file = rec["file"]
+    except KeyboardInterrupt:
+        # Even under --quiet: a stopped run says how far it got (every line before it is in the output).
+        print(f"medlite predict: stopped after {done} of {len(files)} file(s); {_summary(counts, labels)}",
+              file=sys.stderr)
+        raise
     finally:
         if out is not sys.stdout:
             out.close()
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) or "none"
-    con.print(f"{counts['ok']} result(s), {counts['foreign']} of them outside the training distribution; "
-              f"{counts['rejected']} rejected (outside the intended use); {counts['error']} failure(s); "
-              f"labels: {summary}")
+    con.print(_summary(counts, labels))
     return EXIT_OK if counts["error"] == 0 else EXIT_FAILED
+
+
+def _drawer(model, args):
+    """The callback that writes each result's heatmap and overlay and names them in its record; None
+    without --heatmap or --overlay."""
+    if not (args.heatmap or args.overlay):
+        return None
+    if not model.has_heatmap:
+        raise UsageError(f"{args.model} gives no feature map, so no heatmap: its head is not global average "
+                         "pooling then dense layers, or it was converted before medlite made heatmaps")
+    import cv2
+
+    from medlite.edge.heatmap import overlay
+
+    for folder in (args.heatmap, args.overlay):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+    count = itertools.count()
+
+    def draw(rec, prediction, frame):
+        stem = Path(rec["file"] or "image").stem + (f"_frame{rec['frame']}" if rec.get("frame") is not None else "")
+        name = f"{next(count):06d}_{stem}.png"  # numbered: two folders may hold files of the same name
+        if args.heatmap:
+            cv2.imwrite(str(args.heatmap / name), prediction.heatmap)
+            rec["heatmap"] = str(args.heatmap / name)
+        if args.overlay:
+            cv2.imwrite(str(args.overlay / name), overlay(frame.pixels, prediction.heatmap))
+            rec["overlay"] = str(args.overlay / name)
+
+    return draw
+
+
+def _summary(counts: dict, labels: dict) -> str:
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) or "none"
+    return (f"{counts['ok']} result(s), {counts['foreign']} of them outside the training distribution; "
+            f"{counts['rejected']} rejected (outside the intended use); {counts['error']} failure(s); "
+            f"labels: {summary}")

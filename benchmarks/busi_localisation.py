@@ -1,0 +1,165 @@
+"""Weakly-supervised lesion localisation on BUSI: train on class labels alone, locate lesions with the deployed
+models' heatmaps, score against the expert masks of images kept aside.
+
+    python benchmarks/busi_localisation.py --data-dir ../shared/data --out busi-run/
+
+1. Splits BUSI (``busi/images``) by class, with a fixed seed, into train (80%) and a held-out test (20%),
+   as links in ``OUT/split/{train,test}/<class>/``.
+2. ``medlite train --data OUT/split --image-size 128`` (the default recipe; validation is drawn from train),
+   timed; ``medlite convert`` to fp32 and the integer variants.
+3. For every held-out image with a lesion (benign, malignant), each model's heatmap through
+   ``medlite.edge`` (``predict(..., heatmap=True)``: the map of the decided class), at the image's own
+   size (256 px on the longer side):
+   - pointing game: the peak lies within 15 px of the lesion mask (the union of the image's masks);
+   - box IoU: the heatmap's box (the region around the peak at half the peak) against the mask's box;
+   - the image centre as the trivial baseline: its point, and a box over the middle half of each side.
+   Also the one-vs-rest test AUC of each model, and the Pearson correlation of each integer variant's
+   heatmaps with fp32's on the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TOLERANCE_PX = 15
+
+
+def split(busi: Path, out: Path, test_fraction: float = 0.2, seed: int = 0) -> list[Path]:
+    """Links to BUSI's images in OUT/{train,test}/<class>/; the held-out test images."""
+    rng = random.Random(seed)
+    held = []
+    for cls in sorted(p.name for p in (busi / "images").iterdir() if p.is_dir()):
+        files = sorted((busi / "images" / cls).glob("*.png"))
+        rng.shuffle(files)
+        n_test = round(len(files) * test_fraction)
+        for part, chosen in (("test", files[:n_test]), ("train", files[n_test:])):
+            (out / part / cls).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                link = out / part / cls / f.name
+                if not link.exists():
+                    os.symlink(f.resolve(), link)
+        held.extend(files[:n_test])
+    return held
+
+
+def medlite(*args: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "medlite", *args, "-q"], check=True, cwd=tempfile.gettempdir())
+    return time.perf_counter() - t0
+
+
+def lesion_mask(busi: Path, row: dict) -> np.ndarray:
+    masks = [cv2.imread(str(busi / m), cv2.IMREAD_GRAYSCALE) for m in row["mask_files"].split(";") if m]
+    return np.any([m > 0 for m in masks], axis=0)
+
+
+def box_iou(a, b) -> float:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def hit(mask: np.ndarray, x: int, y: int) -> bool:
+    """The point lies within TOLERANCE_PX of the mask."""
+    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+    return bool(distance[y, x] <= TOLERANCE_PX)
+
+
+def evaluate(models: dict[str, Path], busi: Path, held: list[Path]) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from medlite.edge import load
+    from medlite.edge.errors import InputError
+
+    index = {row["image"]: row for row in csv.DictReader(open(busi / "INDEX.tsv"), delimiter="\t")}
+    loaded = {name: load(str(p)) for name, p in models.items()}
+    labels = loaded[next(iter(loaded))].contract.labels
+    out: dict = {name: {"hits": [], "ious": [], "scores": [], "maps": {}} for name in models}
+    centre = {"hits": [], "ious": []}
+    truth, too_small = [], 0
+    for f in held:
+        row = index[f"images/{f.parent.name}/{f.name}"]
+        try:
+            first = next(iter(loaded.values())).predict(str(f))
+        except InputError:  # shorter than the model's input after the centre crop: medlite does not upscale
+            too_small += 1
+            continue
+        truth.append(labels.index(row["class"]))
+        mask = lesion_mask(busi, row) if row["mask_files"] else None
+        lesion = mask is not None and mask.any()
+        for name, model in loaded.items():
+            p = model.predict(str(f), heatmap=True)
+            out[name]["scores"].append([p.scores[k] for k in labels])
+            if lesion:
+                out[name]["hits"].append(hit(mask, *p.peak))
+                out[name]["ious"].append(box_iou(p.box, [int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1",
+                                                                                 "bbox_y1")]))
+                out[name]["maps"][f.name] = p.heatmap.astype(np.float64)
+        if lesion:
+            h, w = mask.shape
+            centre["hits"].append(hit(mask, w // 2, h // 2))
+            centre["ious"].append(box_iou((w // 4, h // 4, w - w // 4, h - h // 4),
+                                          [int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")]))
+    result = {"images": len(truth), "too_small": too_small, "with_lesion": len(centre["hits"]),
+              "centre": {"pointing": float(np.mean(centre["hits"])), "box_iou": float(np.mean(centre["ious"]))}}
+    reference = out.get("fp32")
+    for name, r in out.items():
+        auc = roc_auc_score(np.asarray(truth), np.asarray(r["scores"]), multi_class="ovr")
+        entry = {"test_auc_ovr": float(auc), "pointing": float(np.mean(r["hits"])), "box_iou": float(np.mean(r["ious"]))}
+        if reference is not None and name != "fp32":
+            rs = [np.corrcoef(reference["maps"][k].ravel(), m.ravel())[0, 1] for k, m in r["maps"].items()
+                  if reference["maps"][k].std() > 0 and m.std() > 0]
+            entry["heatmap_r_vs_fp32"] = float(np.mean(rs))
+            entry["heatmap_r_min"] = float(np.min(rs))
+        result[name] = entry
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MEDLITE_DATA_DIR", "../shared/data")))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variants", default="fp32,int8,int8-qat,int8-pruned")
+    ap.add_argument("--image-size", type=int, default=128)
+    args = ap.parse_args()
+    busi = (args.data_dir / "busi").resolve()
+    out = args.out.resolve()
+    held = split(busi, out / "split")
+    shutil.rmtree(out / "bundle", ignore_errors=True)
+    train_s = medlite("train", "--data", str(out / "split"), "--image-size", str(args.image_size), "--out",
+                      str(out / "bundle"))
+    convert_s = medlite("convert", str(out / "bundle"), "--variants", args.variants, "--out", str(out / "models"),
+                        "--force", "--allow-drop")
+    models = {v: out / "models" / f"{v}.tflite" for v in args.variants.split(",")}
+    result = evaluate(models, busi, held)
+    result["train_seconds"], result["convert_seconds"] = train_s, convert_s
+    (out / "localisation.json").write_text(json.dumps(result, indent=1))
+    print(f"medlite train --image-size {args.image_size}: {train_s:.0f} s; convert ({args.variants}): "
+          f"{convert_s:.0f} s; held-out images {result['images']} ({result['too_small']} more were smaller than the "
+          f"input and refused), {result['with_lesion']} with a lesion\n")
+    print("| model | test AUC (one-vs-rest) | pointing game (15 px) | box IoU | heatmap r vs fp32 (mean, min) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in models:
+        r = result[name]
+        corr = f"{r['heatmap_r_vs_fp32']:.3f}, {r['heatmap_r_min']:.3f}" if "heatmap_r_vs_fp32" in r else "-"
+        print(f"| {name} | {r['test_auc_ovr']:.3f} | {r['pointing']:.3f} | {r['box_iou']:.3f} | {corr} |")
+    c = result["centre"]
+    print(f"| image centre (baseline) | - | {c['pointing']:.3f} | {c['box_iou']:.3f} | - |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""A DICOM Structured Report of one analysed image, built with highdicom on TID 1500 (Measurement Report).
+
+The report joins the source image's patient and study, references the image by
+its SOP Instance UID, and holds one measurement group: the model's decision and
+score at its operating point and whether the image lay within the training
+distribution, or "not analysed" with the reason. The algorithm is named by TID
+4019 (name, version, parameters: variant, model SHA-256, the contract's
+provenance). The report is UNVERIFIED: no person has checked it.
+
+Departures from TID 1500, as IHE AI Results allows for AI findings: the
+decision, the score and the analysis status use local codes (scheme 99MEDLITE),
+since a model's own labels have no standard code; the reason an image was not
+analysed is a TEXT item in the measurement group.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import highdicom as hd
+import pydicom
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from .version import __version__
+
+SCHEME = "99MEDLITE"
+MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging")
+DEVICE = Code("121007", "DCM", "Device")
+YES, NO = Code("373066001", "SCT", "Yes"), Code("373067005", "SCT", "No")
+UNITLESS = Code("1", "UCUM", "no units")
+DECISION = Code("decision", SCHEME, "Model decision")
+SCORE = Code("score", SCHEME, "Model score")
+OPERATING_POINT = Code("threshold", SCHEME, "Operating point")
+IN_DISTRIBUTION = Code("in-distribution", SCHEME, "Within the training distribution")
+STATUS = Code("status", SCHEME, "Analysis status")
+ANALYSED = Code("analysed", SCHEME, "Analysed")
+NOT_ANALYSED = Code("not-analysed", SCHEME, "Not analysed: outside the intended use")
+UNREADABLE = Code("unreadable", SCHEME, "Not analysed: the image could not be read")
+REASON = Code("reason", SCHEME, "Reason not analysed")
+
+
+def report_uid(source_uid: str, model_sha256: str) -> str:
+    """The report's SOP Instance UID, derived from the image and the model: a report written again after a
+    restart, or sent again, is the same instance, so a PACS that receives it twice keeps one."""
+    return generate_uid(entropy_srcs=["medlite structured report", source_uid, model_sha256])
+
+
+def build(source: pydicom.Dataset, record: dict, algorithm: dict) -> hd.sr.Comprehensive3DSR:
+    """The report for ``source`` (its header is enough) from a medlite record (``ok``, ``rejected`` or
+    ``error``) and the algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``)."""
+    # highdicom's warnings about a name's format quote the name: never on a console or in a log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _build(source, record, algorithm)
+
+
+def _build(source: pydicom.Dataset, record: dict, algorithm: dict) -> hd.sr.Comprehensive3DSR:
+    sha = algorithm["sha256"]
+    ident = hd.sr.AlgorithmIdentification(
+        name=f"medlite {algorithm['name']}", version=__version__,
+        parameters=[f"variant {algorithm['variant']}", f"model SHA-256 {sha}",
+                    f"contract provenance {algorithm['provenance']}"])
+    frame = record.get("frame")
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=["tracking", source.SOPInstanceUID, sha]),
+                                                     identifier="medlite finding"),
+        algorithm_id=ident,
+        source_images=[hd.sr.SourceImageForMeasurementGroup(
+            source.SOPClassUID, source.SOPInstanceUID, None if frame is None else [int(frame) + 1])],
+        measurements=_measurements(record),
+        qualitative_evaluations=_evaluations(record))
+    reason = record.get("reason") or record.get("error")
+    if reason:
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=REASON, value=reason[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    observer = hd.sr.ObserverContext(
+        observer_type=DEVICE,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=["medlite device", sha]), name="medlite", manufacturer_name="medlite",
+            model_name=f"{algorithm['name']} {algorithm['variant']}"[:64], serial_number=sha[:16]))
+    content = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=IMAGING_PROCEDURE, imaging_measurements=[group], title=MEASUREMENT_REPORT)
+    return hd.sr.Comprehensive3DSR(
+        evidence=[_evidence(source)], content=content[0],
+        series_instance_uid=generate_uid(entropy_srcs=["medlite series", source.StudyInstanceUID, sha]),
+        series_number=9901, sop_instance_uid=report_uid(source.SOPInstanceUID, sha), instance_number=1,
+        manufacturer="medlite", is_complete=True, is_verified=False)
+
+
+# What a report takes from its image: the Patient and General Study modules (the type 2 attributes present,
+# possibly empty, as DICOM requires; a modality may have left some out) and the image's identity.
+PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+TYPE2 = frozenset(PATIENT_STUDY) - {"StudyInstanceUID"}
+IDENTITY = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "OtherPatientIDsSequence", "IssuerOfPatientID")
+
+
+def _evidence(source: pydicom.Dataset) -> pydicom.Dataset:
+    """The part of the image's header a report needs: highdicom copies the whole evidence dataset, and a
+    modality's header with its private elements made that most of a report's cost."""
+    ds = pydicom.Dataset()
+    for k in PATIENT_STUDY + IDENTITY:
+        if k in source:
+            setattr(ds, k, source[k].value)
+        elif k in TYPE2:
+            setattr(ds, k, "")
+    return ds
+
+
+def _measurements(record: dict) -> list[hd.sr.Measurement]:
+    if record["status"] != "ok" or record.get("score") is None:
+        return []
+    out = [hd.sr.Measurement(name=SCORE, value=float(record["score"]), unit=UNITLESS)]
+    if record.get("threshold") is not None:
+        out.append(hd.sr.Measurement(name=OPERATING_POINT, value=float(record["threshold"]), unit=UNITLESS))
+    return out
+
+
+def _evaluations(record: dict) -> list[hd.sr.QualitativeEvaluation]:
+    status = record["status"]
+    if status == "rejected":
+        return [hd.sr.QualitativeEvaluation(STATUS, NOT_ANALYSED)]
+    if status != "ok":
+        return [hd.sr.QualitativeEvaluation(STATUS, UNREADABLE)]
+    out = [hd.sr.QualitativeEvaluation(STATUS, ANALYSED),
+           hd.sr.QualitativeEvaluation(DECISION, Code(_code_value(record["label"]), SCHEME, record["label"]))]
+    if record.get("in_distribution") is not None:
+        out.append(hd.sr.QualitativeEvaluation(IN_DISTRIBUTION, YES if record["in_distribution"] else NO))
+    return out
+
+
+def _code_value(label: str) -> str:
+    """A label as a DICOM code value (SH: at most 16 characters, no backslash)."""
+    return label.replace("\\", "/")[:16] or "none"

@@ -1,0 +1,95 @@
+"""``medlite serve``: the cart as a DICOM node. Images in by C-STORE, a DICOM SR out per image, forwarded."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .shared import EXIT_OK, edgetpu_device, positive_int
+
+
+def destination(text: str):
+    from medlite.edge.outbox import Destination
+
+    try:
+        return Destination.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def register(sub, common) -> None:
+    from medlite.edge.backends import NAMES as BACKENDS
+
+    p = sub.add_parser("serve", parents=[common], help="run a model as a DICOM Storage SCP that answers in SRs",
+                       description="A DICOM node: the modality sends images by C-STORE; each is written to disk "
+                                   "before it is acknowledged, analysed off the association's thread, and "
+                                   "answered by a DICOM Structured Report (TID 1500) in OUT/reports, which "
+                                   "--forward delivers to the PACS from a durable outbox. Stop with Ctrl-C or "
+                                   "SIGTERM; a restart finishes whatever was received and not yet reported.")
+    p.add_argument("model", help="a .tflite written by medlite (its contract is inside)")
+    p.add_argument("--out", required=True, type=Path, help="the node's folder: incoming/, reports/, outbox/")
+    p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112; 0: any free port)")
+    p.add_argument("--ae-title", default="MEDLITE", help="this node's AE title (default MEDLITE)")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
+    p.add_argument("--allow", nargs="+", metavar="CALLING_AET", default=(),
+                   help="accept associations only from these calling AE titles")
+    p.add_argument("--forward", type=destination, metavar="HOST:PORT:AET",
+                   help="send every report to this C-STORE SCP (the PACS), retrying while it is down")
+    p.add_argument("--tls-cert", help="PEM certificate: serve DICOM over TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", help="PEM CA bundle: require senders to present a certificate it signed")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes that decode images and build reports (default 2; 0: one thread does all)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
+    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
+    p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from medlite.commands.shared import UsageError
+    from medlite.edge import load
+    from medlite.edge.node import Node, Settings
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a TCP port")
+    if not 0 < len(args.ae_title) <= 16:
+        raise UsageError("--ae-title must be 1 to 16 characters")
+    _log_to_stderr(args)
+    model = load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    settings = Settings(out=args.out, port=args.port, ae_title=args.ae_title, bind=args.bind,
+                        allow=tuple(args.allow), forward=args.forward, tls_cert=args.tls_cert,
+                        tls_key=args.tls_key, tls_ca=args.tls_ca, workers=max(0, args.workers))
+    node = Node(model, settings)
+    log = logging.getLogger("medlite.serve")
+    log.info("model %s (%s, SHA-256 %s) on %s; intended use: %s", args.model, node.algorithm["variant"],
+             model.sha256[:16], model.backend, model.contract.intended_use.describe())
+    try:
+        node.start()
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.bind}:{args.port}: {e.strerror or e}") from None
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (medlite.cli raises it the same way): the normal way to stop
+        log.info("stopping: no new associations; images not yet reported stay in %s", node.dirs["incoming"])
+        node.stop()
+        log.info("stopped")
+    return EXIT_OK
+
+
+def _log_to_stderr(args) -> None:
+    """One line per event on standard error; pynetdicom's own chatter only with --verbose."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger("medlite.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.propagate = False
+    logging.getLogger("pynetdicom").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
