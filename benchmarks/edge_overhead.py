@@ -93,7 +93,8 @@ def overhead(path: Path, calls: int, threads: int | None) -> dict:
     r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
     what = "+".join(k for k, v in (("logits", model.contract.activation == "softmax"),
                                    ("features", model.contract.features_output is not None),
-                                   ("guard", bool(model.contract.ood))) if v) or "scores"
+                                   ("guard", bool(model.contract.ood)),
+                                   ("map (read only for a heatmap)", bool(model.contract.heatmap))) if v) or "scores"
     return {"model": path.name, "outputs": what, "raw_us": r, "medlite_us": m, "ratio": m / r, "added_us": m - r,
             "raw_vs_raw": r2 / r1}
 
@@ -104,7 +105,7 @@ def breakdown(path: Path, calls: int) -> dict:
     (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
     x = model.prepare(frame)
     raw_call = _raw(path, None, model.contract.scores_output)
-    steps = {"raw (separate interpreter)": lambda: raw_call(x), "session.run": lambda: model._session.run(x), "Model.run": lambda: model.run(x),
+    steps = {"raw (separate interpreter)": lambda: raw_call(x), "session.run": lambda: model._session.run(x, model._wanted), "Model.run": lambda: model.run(x),
              "predict_input": lambda: model.predict_input(x)}
     for _ in range(50):
         for f in steps.values():

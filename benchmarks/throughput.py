@@ -164,7 +164,10 @@ def run_predict(model: Path, folder: Path, out: Path, workers: int = 2, stop_aft
     cmd = [sys.executable, "-m", "medlite", "predict", str(model), str(folder), "--quiet", "--out", str(out),
            "--workers", str(workers)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+    # A shell that starts this script in the background hands it SIGINT ignored, and a child inherits that:
+    # give medlite the default disposition, as a terminal's foreground job has.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     peak = [0, 0]
     stop = threading.Event()
 

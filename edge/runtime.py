@@ -102,6 +102,8 @@ class Model:
         self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
         self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
         self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
+        # The outputs a prediction reads; the feature map only when a heatmap is asked for.
+        self._wanted = (self._scores_at,) + (() if self._features_at is None else (self._features_at,))
         self._in_spec = contract.input
         self._softmax = contract.activation == "softmax"
         # Set to run DICOMs outside the intended use anyway (`--ignore-intended-use`); each result says so.
@@ -133,12 +135,12 @@ class Model:
         x = prepare(frame.pixels, self.contract.preprocess, self._in_spec, frame.file)
         return quantize(x[None], self._in_spec)
 
-    def _invoke(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, float]:
-        """The interpreter's outputs, the scores (dequantized, the contract's activation applied in float) and
-        the interpreter's latency in ms."""
+    def _invoke(self, x: np.ndarray, wanted: tuple[int, ...]) -> tuple[list, np.ndarray, float]:
+        """The ``wanted`` outputs, the scores (dequantized, the contract's activation applied in float) and the
+        interpreter's latency in ms."""
         with self._lock:
             t0 = time.perf_counter()
-            outputs = self._session.run(x)
+            outputs = self._session.run(x, wanted)
             dt = time.perf_counter() - t0
         scores = _dequantize(outputs[self._scores_at], self._out_quant)
         return outputs, (_softmax(scores) if self._softmax else scores), dt * 1e3
@@ -146,7 +148,7 @@ class Model:
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
         """Prepared input to class scores, the penultimate features (None when the model gives none) and the
         interpreter's latency in ms."""
-        outputs, scores, ms = self._invoke(x)
+        outputs, scores, ms = self._invoke(x, self._wanted)
         features = None
         if self._features_at is not None:
             features = _dequantize(outputs[self._features_at], self._features_quant)
@@ -174,7 +176,7 @@ class Model:
         if self._cam is None:
             raise ModelError(self.path, "this model gives no feature map for a heatmap: its head is not global "
                                         "average pooling then dense layers, or it was converted before heatmaps")
-        outputs, scores, ms = self._invoke(x)
+        outputs, scores, ms = self._invoke(x, self._wanted + (self._cam.output,))
         features = _dequantize(outputs[self._features_at], self._features_quant)
         fmap = outputs[self._cam.output]
         return scores, features, _dequantize(fmap, self._map_quant).reshape(fmap.shape[-3:]), ms

@@ -165,7 +165,8 @@ def gallery(rows: list[dict], split: Split, seed: int = 0) -> list[dict]:
                     scale = 160 / side
                     picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
                 ok, png = cv2.imencode(".png", picture)
-                case[v] = {"label": p.label, "score": p.score, "peak": list(p.peak),
+                case[v] = {"label": p.label, "score": p.score, "threshold": p.threshold,
+                           "positive": m.contract.positive_label, "peak": list(p.peak),
                            "png": base64.b64encode(png.tobytes()).decode("ascii")}
             cases.append(case)
     return cases

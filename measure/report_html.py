@@ -116,7 +116,10 @@ def _heatmap_costs(report: dict) -> str:
 
 
 def _figure(variant: str, shown: dict) -> str:
-    score = "" if shown["score"] is None else f" ({shown['score']:.3f})"
+    score = ""
+    if shown["score"] is not None:  # a binary model: its positive class's score, against its threshold
+        score = f"; {html.escape(str(shown.get('positive')))} score {shown['score']:.3f}"
+        score += f" (threshold {shown['threshold']:.3f})" if shown.get("threshold") is not None else ""
     return (f"<figure><img alt='{variant} heatmap' src='data:image/png;base64,{shown['png']}'>"
             f"<figcaption>{variant}: {html.escape(shown['label'])}{score}</figcaption></figure>")
 

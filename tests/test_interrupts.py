@@ -41,8 +41,10 @@ def test_a_stopped_predict_leaves_valid_json_lines_and_says_how_far_it_got(int8_
     for i in range(4000):  # links to real images: a long run without copying data
         (folder / f"{i:05d}.png").symlink_to(images[i % len(images)])
     out = tmp_path / "p.jsonl"
+    # SIGINT as a terminal's foreground job has it (a background shell would hand it down ignored).
     proc = subprocess.Popen([sys.executable, "-m", "medlite", "predict", str(int8_model), str(folder), "--out",
-                             str(out), "-q"], cwd=OUTSIDE, stderr=subprocess.PIPE, text=True)
+                             str(out), "-q"], cwd=OUTSIDE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
         time.sleep(0.2)

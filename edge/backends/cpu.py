@@ -31,10 +31,17 @@ class CpuSession(Session):
         self.input = TensorInfo(tuple(inp["shape"]), np.dtype(inp["dtype"]), quantization(inp))
         self.outputs = tuple(TensorInfo(tuple(o["shape"]), np.dtype(o["dtype"]), quantization(o)) for o in outs)
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
         self._interp.set_tensor(self._in, x)
         self._interp.invoke()
-        return [self._interp.get_tensor(i) for i in self._outs]
+        # get_tensor copies; LiteRT's zero-copy views (tensor()) make the next invoke fail while one is alive,
+        # so only the outputs asked for are copied (never a large feature map that no heatmap needs).
+        if wanted is None:
+            return [self._interp.get_tensor(i) for i in self._outs]
+        out: list[np.ndarray | None] = [None] * len(self._outs)
+        for k in wanted:
+            out[k] = self._interp.get_tensor(self._outs[k])
+        return out
 
 
 def open(model: bytes, options: Options) -> CpuSession:  # noqa: A001 - the plug-in verb, as in pydicom

@@ -108,10 +108,12 @@ class GpuSession(Session):
         self._inputs = self._cm.create_input_buffers(0)
         self._outputs = self._cm.create_output_buffers(0)
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
         self._inputs[0].write(x)
         self._cm.run_by_index(0, self._inputs, self._outputs)
-        return [buf.read(int(np.prod(t.shape)), t.dtype).reshape(t.shape) for buf, t in zip(self._outputs, self.outputs)]
+        keep = range(len(self.outputs)) if wanted is None else wanted
+        return [buf.read(int(np.prod(t.shape)), t.dtype).reshape(t.shape) if k in keep else None
+                for k, (buf, t) in enumerate(zip(self._outputs, self.outputs))]
 
 
 def open(model: bytes, options: Options) -> GpuSession:  # noqa: A001 - the plug-in verb

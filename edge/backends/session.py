@@ -35,11 +35,12 @@ class TensorInfo:
 
 class Session:
     """What every backend's ``open`` returns: ``run`` takes a batch-1 input in the model's dtype and returns
-    every output, in the order of ``outputs`` (the scores, and the features a model may also give)."""
+    the outputs in the order of ``outputs`` (the scores, and the features and feature map a model may also
+    give); with ``wanted``, only those outputs are read, the others are None."""
 
     backend: str
     input: TensorInfo
     outputs: tuple[TensorInfo, ...]
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
         raise NotImplementedError
