@@ -100,8 +100,8 @@ def _table(report: dict) -> str:
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
 font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+2),th{text-align:left}
 tr.pareto{background:#eef7ee}img{max-width:100%;border:1px solid #ddd}.muted{color:#666}
-.gallery{display:flex;flex-wrap:wrap;gap:12px}.case{border:1px solid #ddd;padding:6px}.case figure{display:inline-block;
-margin:4px}.case figcaption{font-size:12px;text-align:center}"""
+.gallery{display:flex;flex-wrap:wrap;gap:12px}.case{border:1px solid #ddd;padding:6px;width:370px}
+.case figure{display:inline-block;vertical-align:top;width:170px;margin:4px}.case figcaption{font-size:12px}"""
 
 
 def _heatmap_costs(report: dict) -> str:
