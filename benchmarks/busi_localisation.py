@@ -94,7 +94,7 @@ def evaluate(models: dict[str, Path], busi: Path, held: list[Path]) -> dict:
     for f in held:
         row = index[f"images/{f.parent.name}/{f.name}"]
         try:
-            first = next(iter(loaded.values())).predict(str(f))
+            next(iter(loaded.values())).predict(str(f))
         except InputError:  # shorter than the model's input after the centre crop: medlite does not upscale
             too_small += 1
             continue

@@ -24,7 +24,6 @@ import numpy as np
 
 from .contract import Contract, IntendedUse
 from .errors import MedliteError, Rejected
-from .frames import Frame
 from .preprocess import prepare, quantize
 from .readers import SUFFIXES, read
 from .runtime import Model
@@ -122,12 +121,14 @@ def _pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor:
 
 def _start_pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor | None:
     """A started pool, or None (with a warning) when worker processes cannot start here."""
-    pool = _pool(workers, ctx, job)
+    pool = None
     try:
+        pool = _pool(workers, ctx, job)  # may fail already here, e.g. without a working resource tracker
         pool.submit(_ready).result(timeout=120)
         return pool
     except Exception as e:  # BrokenProcessPool, a timeout, an OSError from a sandbox
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         log.warning("decoding worker processes could not start (%s); decoding in the main process instead",
                     type(e).__name__)
         return None

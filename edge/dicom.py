@@ -87,6 +87,9 @@ def _read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None,
         else:
             arr = ds.pixel_array
             arr = arr[None] if n_frames == 1 else arr
+    except ImportError as e:  # the install is what is wrong, not the file
+        raise InputError(path, f"the decoder for this file needs the Python module {e.name!r}, which is not "
+                               "installed; reinstall medlite with its dependencies") from None
     except Exception as e:  # decoders raise many types; the file is what is wrong
         raise InputError(path, f"the pixel data could not be decoded ({type(e).__name__}); "
                                "the file may be truncated or corrupt") from None

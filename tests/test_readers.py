@@ -301,3 +301,14 @@ def test_the_lookup_table_path_equals_arithmetic_on_every_pixel(name, dicom_dir,
         if ds.PhotometricInterpretation == "MONOCHROME1":
             expected = 255.0 - expected
         np.testing.assert_array_equal(_to_display(arr, ds, ds.PhotometricInterpretation, pre)[..., 0], expected)
+
+
+def test_a_missing_decoder_module_is_named_not_blamed_on_the_file(int8_model, dicom_dir, monkeypatch):
+    """The reduced-resolution JPEG 2000 path needs Pillow: without it the error says what to install, not that
+    the file is corrupt."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    model = load(int8_model)
+    with pytest.raises(InputError, match="needs the Python module 'PIL'"):
+        model.predict(str(dicom_dir / "RG1_J2KI.dcm"))

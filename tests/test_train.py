@@ -8,7 +8,6 @@ import pytest
 
 from medlite.cli import main
 from medlite.measure import datasets
-from medlite.edge.contract import Contract
 from medlite.train.config import TrainConfig, load_config, recipe_families
 from medlite.train.data import stratified_split
 from medlite.train.models import FAMILIES, build

@@ -13,6 +13,7 @@ Timings under emulation are not performance figures.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -53,18 +54,22 @@ def arm64_root(work: Path) -> Path:
 
 
 def site_packages(work: Path) -> Path:
-    """The arm64 wheels, unpacked (kept between runs), and medlite's own, built from this tree on every run."""
+    """The arm64 wheels, unpacked (kept between runs while the pinned list stays the same), and medlite's own,
+    built from this tree on every run."""
     site = work / "site"
-    if not (site / ".complete").exists():
+    pins = hashlib.sha256((ROOT / "docker" / "cart-requirements.txt").read_bytes()).hexdigest()
+    marker = site / ".complete"
+    if not marker.exists() or marker.read_text().strip() != pins:
         shutil.rmtree(site, ignore_errors=True)
         wheels = work / "wheels"
+        shutil.rmtree(wheels, ignore_errors=True)
         sys.argv = ["resolve_wheels", "--dest", str(wheels)]
         if resolve() != 0:
             raise SystemExit("some arm64 wheels are missing")
         for w in wheels.glob("*.whl"):
             with zipfile.ZipFile(w) as z:
                 z.extractall(site)
-        (site / ".complete").touch()
+        marker.write_text(pins)
     own = work / "medlite-wheel"
     shutil.rmtree(own, ignore_errors=True)
     sh(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", own, ROOT)
