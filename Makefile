@@ -42,10 +42,10 @@ demo: venv
 	@$(call RELINK,$(VENV))
 	$(VENV)/bin/medlite demo $(DEMO_ARGS)
 
-# The layers of DESIGN.md, on the import graph of the installed link tree.
+# The layers of DESIGN.md, on the import graph of the checkout (medlite/ links to the stages beside it).
 lint-imports: link
-	@cd build && (../$(VENV)/bin/lint-imports --config ../pyproject.toml >lint-imports.log 2>&1 \
-	  && grep -E " KEPT|^Contracts:" lint-imports.log) || (cat lint-imports.log; exit 1)
+	@($(VENV)/bin/lint-imports >build/lint-imports.log 2>&1 \
+	  && grep -E " KEPT|^Contracts:" build/lint-imports.log) || (cat build/lint-imports.log; exit 1)
 
 # pytest's own script, not `python -m pytest`: that would put the checkout's root first on sys.path.
 test: link lint-imports arm64-lint arm64-resolve

@@ -63,7 +63,14 @@ def test_a_stage_imported_by_its_folder_name_is_refused(stage):
     assert r.returncode == 1 and f"import medlite.{stage}, not {stage}" in r.stderr
 
 
-def test_medlite_from_the_source_folder_says_what_to_do():
-    r = subprocess.run([sys.executable, "-c", "import medlite.edge"], cwd=ROOT, capture_output=True, text=True,
+def test_the_checkout_is_laid_out_as_the_package_is():
+    """Started in the checkout's root, Python (and import-linter, which puts the root first on sys.path) finds
+    the stages through medlite/'s links: the same files, one copy."""
+    code = "import medlite.edge, medlite.convert.pipeline as p; print(medlite.edge.__file__, p.__file__)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": ""})
-    assert r.returncode == 1 and "imported from its source folder" in r.stderr
+    assert r.returncode == 0, r.stderr
+    edge, pipeline = (Path(f).resolve() for f in r.stdout.split())
+    assert edge == ROOT / "edge" / "__init__.py" and pipeline == ROOT / "convert" / "pipeline.py"
+    r = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "Contracts: 3 kept, 0 broken." in r.stdout
