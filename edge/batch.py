@@ -98,7 +98,7 @@ def _set_job(job: tuple) -> None:
     _job = job
 
 
-def _decode_file(file: str):
+def decode_in_worker(file: str):
     return decode(file, *_job)
 
 
@@ -115,7 +115,8 @@ def _ready() -> bool:
     return True
 
 
-def _pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor:
+def worker_pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor:
+    """Decoding processes that receive ``job`` (contract, intended use, size, preview) once, when they start."""
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_job, initargs=(job,))
 
 
@@ -123,7 +124,7 @@ def _start_pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor | None:
     """A started pool, or None (with a warning) when worker processes cannot start here."""
     pool = None
     try:
-        pool = _pool(workers, ctx, job)  # may fail already here, e.g. without a working resource tracker
+        pool = worker_pool(workers, ctx, job)  # may fail already here, e.g. without a working resource tracker
         pool.submit(_ready).result(timeout=120)
         return pool
     except Exception as e:  # BrokenProcessPool, a timeout, an OSError from a sandbox
@@ -134,7 +135,7 @@ def _start_pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor | None:
         return None
 
 
-def _isolated(file: str, job: tuple, ctx):
+def decode_isolated(file: str, job: tuple, ctx):
     """Decode one file in a single-use process: the way to tell a file that kills its decoder."""
     with ProcessPoolExecutor(1, mp_context=ctx) as one:
         try:
@@ -160,7 +161,7 @@ def run(model: Model, files: list[str], workers: int = 2, draw: Callable | None 
     todo = iter(files)
     try:
         for file in todo:  # a bounded window of decodes ahead of inference
-            pending.append((file, pool.submit(_decode_file, file)))
+            pending.append((file, pool.submit(decode_in_worker, file)))
             if len(pending) >= WINDOW * workers:
                 break
         while pending:
@@ -170,19 +171,19 @@ def run(model: Model, files: list[str], workers: int = 2, draw: Callable | None 
             except BrokenProcessPool:
                 # A worker died on one of the files in flight: retry this one alone to learn whether it is the
                 # culprit, then carry on with a fresh pool (a later culprit breaks it again and is found the same way).
-                decoded = _isolated(file, job, ctx)
-                _stop(pool)
-                pool = _pool(workers, ctx, job)
-                pending = collections.deque((f, pool.submit(_decode_file, f)) for f, _ in pending)
+                decoded = decode_isolated(file, job, ctx)
+                stop_pool(pool)
+                pool = worker_pool(workers, ctx, job)
+                pending = collections.deque((f, pool.submit(decode_in_worker, f)) for f, _ in pending)
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(_decode_file, nxt)))
+                pending.append((nxt, pool.submit(decode_in_worker, nxt)))
             yield from records(model, file, decoded, draw)
     finally:
-        _stop(pool)
+        stop_pool(pool)
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
+def stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel what is queued and end the workers now: a stopped run must not wait for decodes in flight."""
     # concurrent.futures has no public way to end its workers before Python 3.14 (terminate_workers), and
     # shutdown() drops its handles to them, so they are taken first.

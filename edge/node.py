@@ -31,7 +31,7 @@ import shutil
 import ssl
 import threading
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -40,7 +40,7 @@ from pynetdicom import sop_class as sc
 from pynetdicom.presentation import build_context
 
 from . import durable, sr
-from .batch import WINDOW, _decode_file, _isolated, _pool, _stop, decode, records
+from .batch import WINDOW, decode, decode_in_worker, decode_isolated, records, stop_pool, worker_pool
 from .dicom import quiet_pydicom
 from .outbox import Destination, Outbox, nodelay
 from .runtime import Model
@@ -65,6 +65,7 @@ TRANSFER_SYNTAXES = (
 )
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
+FAILED = object()  # a pipeline step that failed (its error logged), as against one that returned None
 
 
 @dataclass
@@ -79,7 +80,6 @@ class Settings:
     tls_key: str | None = None
     tls_ca: str | None = None  # with it, a sender must show a certificate it signed
     workers: int = 2  # processes that decode images and build reports (0: all in the analysis thread)
-    folders: dict[str, Path] = field(default_factory=dict)
 
 
 def decodable_syntaxes() -> list[str]:
@@ -115,6 +115,7 @@ class Node:
         self._halt = threading.Event()
         self._worker = threading.Thread(target=self._analyse_loop, name="medlite-analyse", daemon=True)
         self._server = None
+        self._job = (model.contract, model.reading_rules(), model.decode_size())  # what decoding needs
         prov = model.contract.provenance
         self.algorithm = {
             "name": f"{prov.get('family', 'model')} {prov.get('training_data', '')}".strip(),
@@ -161,10 +162,6 @@ class Node:
         if self.outbox:
             self.outbox.stop()
 
-    def idle(self) -> bool:
-        """Nothing waiting to be analysed (used by tests and benchmarks)."""
-        return self._work.unfinished_tasks == 0
-
     def _tls(self) -> ssl.SSLContext | None:
         if not self.s.tls_cert:
             return None
@@ -205,9 +202,9 @@ class Node:
     # to build one, more than a chest X-ray's decode and inference together). Then, in this thread, the
     # report joins the outbox, the record is appended, and only then is the image let go.
     def _analyse_loop(self) -> None:
-        job = (self.model.contract, self.model.reading_rules(), self.model.decode_size())
+        job = self._job
         ctx = multiprocessing.get_context("spawn")
-        pool = _pool(self.s.workers, ctx, job) if self.s.workers > 0 else None
+        pool = worker_pool(self.s.workers, ctx, job) if self.s.workers > 0 else None
         decoding: collections.deque = collections.deque()  # (path, future of the decode)
         reporting: collections.deque = collections.deque()  # (path, record, future of the report)
         stopping = False
@@ -231,7 +228,7 @@ class Node:
                     elif pool is None:
                         self._one(path)
                     else:
-                        decoding.append((path, pool.submit(_decode_file, str(path))))
+                        decoding.append((path, pool.submit(decode_in_worker, str(path))))
                 if pool is None:
                     continue
                 futures = ([decoding[0][1]] if decoding else []) + ([reporting[0][2]] if reporting else [])
@@ -241,30 +238,30 @@ class Node:
                         path, fut = decoding[0]
                         record = self._guarded(path, lambda: next(records(self.model, str(path), fut.result())))
                         decoding.popleft()
-                        if record is not None:
+                        if record is not FAILED:
                             reporting.append((path, record, pool.submit(
                                 _write_report, str(path), record, self.algorithm, str(self.dirs["reports"]))))
                     while reporting and reporting[0][2].done():
                         path, record, fut = reporting[0]
-                        report = self._guarded(path, lambda: (fut.result(),))  # (None,): no header
+                        report = self._guarded(path, fut.result)
                         reporting.popleft()
-                        if report is not None:
-                            self._finish(path, record, *report)
+                        if report is not FAILED:
+                            self._finish(path, record, report)
                 except BrokenProcessPool:
                     # A decoder crashed its worker: every image in flight goes again, each alone, so that the
                     # one that crashes is reported as unreadable and the rest as usual.
-                    _stop(pool)
+                    stop_pool(pool)
                     for path in [p for p, _ in decoding] + [p for p, *_ in reporting]:
                         self._one(path, isolated=True)
                     decoding.clear()
                     reporting.clear()
-                    pool = _pool(self.s.workers, ctx, job)
+                    pool = worker_pool(self.s.workers, ctx, job)
         finally:
             if pool is not None:
-                _stop(pool)
+                stop_pool(pool)
 
     def _guarded(self, path: Path, step):
-        """``step()``, or None after logging when it fails: one image's failure must never stop the node (the
+        """``step()``, or FAILED after logging when it fails: one image's failure must never stop the node (the
         image stays in incoming/ for the next start). A crashed worker is the caller's to handle."""
         try:
             return step()
@@ -274,17 +271,16 @@ class Node:
             log.error("analysing %s failed unexpectedly (%s); it stays in incoming/ for the next start",
                       path.stem, type(e).__name__)
             self._work.task_done()
-            return None
+            return FAILED
 
     def _one(self, path: Path, isolated: bool = False) -> None:
         """All three stages of one image in this thread (``workers=0``), or its decode alone in a fresh
         process after a crash."""
-        job = (self.model.contract, self.model.reading_rules(), self.model.decode_size())
         try:
             if isolated:
-                decoded = _isolated(str(path), job, multiprocessing.get_context("spawn"))
+                decoded = decode_isolated(str(path), self._job, multiprocessing.get_context("spawn"))
             else:
-                decoded = decode(str(path), *job)
+                decoded = decode(str(path), *self._job)
             record = next(records(self.model, str(path), decoded))
             report = _write_report(str(path), record, self.algorithm, str(self.dirs["reports"]))
         except Exception as e:  # one image's failure must never stop the node

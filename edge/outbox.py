@@ -76,8 +76,9 @@ class Outbox:
         return sorted(self.folder.glob("*.dcm"), key=lambda p: p.stat().st_mtime)
 
     def start(self) -> None:
-        if self.waiting():
-            log.info("outbox: %d report(s) waiting for %s", len(self.waiting()), self.destination)
+        waiting = len(self.waiting())
+        if waiting:
+            log.info("outbox: %d report(s) waiting for %s", waiting, self.destination)
         self._thread.start()
 
     def stop(self) -> None:

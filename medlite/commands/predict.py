@@ -7,24 +7,19 @@ import json
 import sys
 from pathlib import Path
 
-from .shared import EXIT_FAILED, EXIT_OK, UsageError, console, edgetpu_device, positive_int
+from .shared import EXIT_FAILED, EXIT_OK, UsageError, console, load_model, model_args
 
 PREVIEW = 1024  # the longest side of an overlay
 
 
 def register(sub, common) -> None:
-    from medlite.edge.backends import NAMES as BACKENDS
-
     p = sub.add_parser("predict", parents=[common], help="classify images and DICOMs with a medlite .tflite",
                        description="Classify files, folders (recursively) and globs. Writes JSON Lines, one record "
                                    "per image or frame and one per failure, each as soon as it is known. Exit 0: "
                                    "all succeeded; 1: some failed; 2: usage error; 3: the model cannot run here.")
-    p.add_argument("model", help="a .tflite written by medlite (its contract is inside)")
+    model_args(p)
     p.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     p.add_argument("--out", help="JSON Lines output file (default: standard output)")
-    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
-    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
-    p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: decode in the main "
                                                           "process)")
     p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
@@ -46,10 +41,10 @@ def run(args) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from medlite.edge import batch, load
+    from medlite.edge import batch
     from medlite.edge.backends.litert import runtime
 
-    model = load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    model = load_model(args)
     if args.frames is not None:
         frames = int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
         model.contract = model.contract.replace(preprocess=dataclasses.replace(model.contract.preprocess,

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .shared import EXIT_OK, edgetpu_device, positive_int
+from .shared import EXIT_OK, load_model, model_args
 
 
 def destination(text: str):
@@ -21,15 +21,13 @@ def destination(text: str):
 
 
 def register(sub, common) -> None:
-    from medlite.edge.backends import NAMES as BACKENDS
-
     p = sub.add_parser("serve", parents=[common], help="run a model as a DICOM Storage SCP that answers in SRs",
                        description="A DICOM node: the modality sends images by C-STORE; each is written to disk "
                                    "before it is acknowledged, analysed off the association's thread, and "
                                    "answered by a DICOM Structured Report (TID 1500) in OUT/reports, which "
                                    "--forward delivers to the PACS from a durable outbox. Stop with Ctrl-C or "
                                    "SIGTERM; a restart finishes whatever was received and not yet reported.")
-    p.add_argument("model", help="a .tflite written by medlite (its contract is inside)")
+    model_args(p)
     p.add_argument("--out", required=True, type=Path, help="the node's folder: incoming/, reports/, outbox/")
     p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112; 0: any free port)")
     p.add_argument("--ae-title", default="MEDLITE", help="this node's AE title (default MEDLITE)")
@@ -44,15 +42,11 @@ def register(sub, common) -> None:
     p.add_argument("--tls-ca", help="PEM CA bundle: require senders to present a certificate it signed")
     p.add_argument("--workers", type=int, default=2,
                    help="processes that decode images and build reports (default 2; 0: one thread does all)")
-    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
-    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
-    p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from medlite.commands.shared import UsageError
-    from medlite.edge import load
     from medlite.edge.node import Node, Settings
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -62,7 +56,7 @@ def run(args) -> int:
     if not 0 < len(args.ae_title) <= 16:
         raise UsageError("--ae-title must be 1 to 16 characters")
     _log_to_stderr(args)
-    model = load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    model = load_model(args)
     settings = Settings(out=args.out, port=args.port, ae_title=args.ae_title, bind=args.bind,
                         allow=tuple(args.allow), forward=args.forward, tls_cert=args.tls_cert,
                         tls_key=args.tls_key, tls_ca=args.tls_ca, workers=max(0, args.workers))

@@ -59,6 +59,23 @@ def edgetpu_device(text: str) -> str:
     return text
 
 
+def model_args(p) -> None:
+    """The model to run and where: what `predict` and `serve` take alike."""
+    from medlite.edge.backends import NAMES as BACKENDS
+
+    p.add_argument("model", help="a .tflite written by medlite (its contract is inside)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
+    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
+    p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
+
+
+def load_model(args):
+    """The model of ``model_args``, loaded on its backend."""
+    from medlite.edge import load
+
+    return load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+
+
 def data_args(p, required: bool = True, default: str | None = None) -> None:
     p.add_argument("--data", required=required and default is None, default=default,
                    help="a MedMNIST name (pneumoniamnist), an .npz path or a class folder"
