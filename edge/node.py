@@ -198,8 +198,8 @@ class Node:
 
     # -- the analysis thread -----------------------------------------------------------------------------------
     # Each image passes three stages, in order of arrival: decode (a worker process), inference (this thread,
-    # which holds the model and its accelerator), the report (a worker process: highdicom takes about 40 ms
-    # to build one, more than a chest X-ray's decode and inference together). Then, in this thread, the
+    # which holds the model and its accelerator), the report (a worker process: building and writing one with
+    # highdicom took 53 ms of a DX image's 76 in a profile, benchmarks/RESULTS.md). Then, in this thread, the
     # report joins the outbox, the record is appended, and only then is the image let go.
     def _analyse_loop(self) -> None:
         job = self._job
