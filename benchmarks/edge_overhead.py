@@ -8,6 +8,8 @@ Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 5
    noise hits both alike; medians.
    Models: a MobileNetV2 (alpha 1.0, 224x224 grey, the cart-size case) and the 28x28 demo CNN,
    both fp32 and int8 (calibrated on real chest X-rays).
+   Then each step of a prediction timed on its own right after a raw call (the caches as a prediction finds
+   them: a 28x28 model's call leaves the host code cold, and each numpy call then costs microseconds).
 2. ``medlite predict``'s folder run over the shared DICOMs repeated to 200 files: decoding in a
    pool of 2 worker processes against strictly sequential decode-then-infer, same model.
 """
@@ -100,22 +102,37 @@ def overhead(path: Path, calls: int, threads: int | None) -> dict:
 
 
 def breakdown(path: Path, calls: int) -> dict:
-    """Where the added time goes: raw calls, the backend session, Model.run, predict_input (same interpreter)."""
+    """Where predict_input's added time goes: each step of Model._predict timed on its own, right after a
+    separate raw interpreter's call (so with the caches as a prediction finds them), medians in us."""
     model = load(path, backend="cpu")
     (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
     x = model.prepare(frame)
     raw_call = _raw(path, None, model.contract.scores_output)
-    steps = {"raw (separate interpreter)": lambda: raw_call(x), "session.run": lambda: model._session.run(x, model._wanted), "Model.run": lambda: model.run(x),
-             "predict_input": lambda: model.predict_input(x)}
-    for _ in range(50):
-        for f in steps.values():
-            f()
-    times = {k: [] for k in steps}
-    for k in range(calls):
-        for name, f in list(steps.items())[:: 1 if k % 2 == 0 else -1]:
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
+    session, clock = model._session, time.perf_counter
+    names = ("raw call", "session.run (zero-copy)", "scores", "features", "guard", "record", "predict_input")
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for k in range(calls + 50):
+        t0 = clock()
+        raw_call(x)
+        t1 = clock()
+        outputs = session.run(x, model._wanted, copy=False)
+        t2 = clock()
+        scores = model._scores_of(outputs[model._scores_at])
+        t3 = clock()
+        features = None if model._features_at is None else model._features_of(outputs[model._features_at])
+        t4 = clock()
+        if model._ood is not None:
+            model._ood.score(features)
+        t5 = clock()
+        model._prediction(scores, 0.0, None, None)
+        t6 = clock()
+        raw_call(x)
+        t7 = clock()
+        model.predict_input(x)
+        t8 = clock()
+        if k >= 50:  # warm-up
+            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t8 - t7)):
+                times[name].append(dt)
     return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
 
 
@@ -132,7 +149,7 @@ def folder_run(model_path: Path, dicom_dir: Path, copies: int) -> dict:
         for workers in (0, 2, 0, 2):  # alternated, twice each
             out = Path(tmp) / f"out{workers}.jsonl"
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "medlite", "predict", str(model_path), str(folder), "--quiet",
+            subprocess.run([sys.executable, "-m", "medlite", "predict", str(model_path.resolve()), str(folder), "--quiet",
                             "--backend", "cpu", "--workers", str(workers), "--out", str(out)], check=True,
                            capture_output=True, cwd=tmp)
             times[workers].append(time.perf_counter() - t0)
@@ -167,9 +184,10 @@ def main():
             r = overhead(m, args.calls, args.threads)
             print(f"| {r['model']} | {r['outputs']} | {r['raw_us']:.1f} | {r['medlite_us']:.1f} | {r['ratio']:.3f} | "
                   f"{r['added_us']:+.1f} | {r['raw_vs_raw']:.3f} |", flush=True)
-        b = breakdown(models[1], args.calls)
-        print(f"\nbreakdown on {models[1].name}, medians of {args.calls} calls (us): " +
-              ", ".join(f"{k} {v:.1f} ({v - b['raw (separate interpreter)']:+.1f})" for k, v in b.items()))
+        for m in models[3:4] + list(args.models)[:1]:
+            b = breakdown(m, args.calls)
+            print(f"\nbreakdown on {m.name}, each step right after a raw call, medians of {args.calls} (us): " +
+                  ", ".join(f"{k} {v:.1f}" for k, v in b.items()))
         f = folder_run(models[-1], data_dir / "dicom", copies=50)
         seq = " / ".join(f"{t:.2f} s" for t in f["sequential_s"])
         pool = " / ".join(f"{t:.2f} s" for t in f["pool_s"])

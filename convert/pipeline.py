@@ -34,7 +34,7 @@ from .errors import ConvertError
 from ..edge.heatmap import Cam
 from .export import cart_model, convert
 from .finetune import FineTune
-from .validate import compare, features_prepared, predict_prepared
+from .validate import compare, infer_prepared
 from .variants import REFERENCE, VARIANTS
 
 MAX_AUTO_FLOAT_LAYERS = 8  # --float-layers auto gives up beyond this many float layers
@@ -207,7 +207,11 @@ class _Converter:
         heatmap = Cam(map_at, head).to_dict() if head is not None and map_at is not None else {}
         contract = c0.replace(input=input_spec_of(tfl), provenance=provenance, activation=activation,
                               scores_output=scores_at, features_output=features_at, heatmap=heatmap)
-        pv, pt = predict_prepared(embed_contract(tfl, contract), val.x, test.x if test is not None else None)
+        provisional = embed_contract(tfl, contract)
+        # One pass gives each image's scores and features; the guard is fitted on a subset of training images.
+        fit_on, on_val, on_test = infer_prepared(provisional, self._ood_fit_images() if has_features else None,
+                                                 val.x, test.x if test is not None else None)
+        pv, pt = on_val[0], None if on_test is None else on_test[0]
         if VARIANTS[name].reference:
             self.ref = {"val": pv, "test": pt, "contract": contract.replace(threshold=self._threshold(val.y, pv))}
         elif self.ref is None:
@@ -223,22 +227,21 @@ class _Converter:
             tm["distinct_scores"] = int(len(np.unique(pt[:, self.pos] if self.pos is not None else pt, axis=0)))
             tm["agreement_with_fp32"] = float((decide(pt, ref.replace(threshold=threshold)) ==
                                                decide(self.ref["test"], ref)).mean())
-        ood = self._fit_ood(embed_contract(tfl, contract), tm) if has_features else {}
+        ood = self._fit_ood(fit_on[1], on_val[1], None if on_test is None else on_test[1], tm) if has_features else {}
         blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm, ood=ood))
         return _Run(blob, threshold, vm, tm, pv)
 
-    def _fit_ood(self, provisional: bytes, tm: dict | None) -> dict:
-        """The out-of-distribution detector of this variant, fitted on its own features of training images,
-        its threshold set on validation; with the share of test images it flags, for the record."""
+    def _ood_fit_images(self) -> np.ndarray:
         rng = np.random.default_rng(self.options.seed)
         train = self.data.splits["train"].x
-        fit_on = train[np.sort(rng.permutation(len(train))[:OOD_FIT_IMAGES])]
-        test = self.data.splits.get("test")
-        sets = [fit_on, self.data.splits["val"].x] + ([test.x] if test is not None else [])
-        feats = features_prepared(provisional, *sets)
-        detector = ood.fit(feats[0], feats[1], OOD_FALSE_ALARM_RATE)
-        if tm is not None and len(feats) == 3:
-            tm["ood_flagged"] = float(np.mean([detector.score(f) > detector.threshold for f in feats[2]]))
+        return train[np.sort(rng.permutation(len(train))[:OOD_FIT_IMAGES])]
+
+    def _fit_ood(self, train: np.ndarray, val: np.ndarray, test: np.ndarray | None, tm: dict | None) -> dict:
+        """The out-of-distribution detector of this variant, fitted on its own features of training images,
+        its threshold set on validation; with the share of test images it flags, for the record."""
+        detector = ood.fit(train, val, OOD_FALSE_ALARM_RATE)
+        if tm is not None and test is not None:
+            tm["ood_flagged"] = float(np.mean([detector.score(f) > detector.threshold for f in test]))
         return detector.to_dict()
 
     def _threshold(self, y: np.ndarray, probs: np.ndarray) -> float | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..edge.contract import Contract
@@ -11,19 +14,39 @@ from ..edge.preprocess import quantize
 from ..edge.runtime import load
 
 
-def predict_prepared(model_bytes: bytes, *inputs: np.ndarray | None, backend: str = "cpu") -> list[np.ndarray | None]:
-    """Class probabilities for each set of prepared float inputs (N x H x W x C), one model load for all."""
-    model = load(model_bytes, backend=backend)
-    spec = model.contract.input
-    return [None if x is None else np.stack([model.run(quantize(x[i : i + 1], spec))[0] for i in range(len(x))])
-            for x in inputs]
+def infer_prepared(model_bytes: bytes, *inputs: np.ndarray | None, backend: str = "cpu",
+                   workers: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
+    """(class probabilities, penultimate features or None) for each set of prepared float inputs
+    (N x H x W x C), in one pass over each image.
 
+    The images are shared among ``workers`` threads (default: the CPU count, at most 4), each with an
+    interpreter of its own: LiteRT releases the GIL while it computes, so they run in parallel, and each
+    image's result is what a single interpreter gives it.
+    """
+    workers = workers or min(4, os.cpu_count() or 1)
+    sizes = [0 if x is None else len(x) for x in inputs]
+    flat = [(k, i) for k, n in enumerate(sizes) for i in range(n)]
+    chunks = [flat[w::workers] for w in range(workers)]
 
-def features_prepared(model_bytes: bytes, *inputs: np.ndarray, backend: str = "cpu") -> list[np.ndarray]:
-    """The model's own penultimate features (dequantized) for each set of prepared float inputs."""
-    model = load(model_bytes, backend=backend)
-    spec = model.contract.input
-    return [np.stack([model.infer(quantize(x[i : i + 1], spec))[1] for i in range(len(x))]) for x in inputs]
+    def run(chunk):
+        model = load(model_bytes, backend=backend, threads=1)
+        spec = model.contract.input
+        return [model.infer(quantize(inputs[k][i : i + 1], spec))[:2] for k, i in chunk]
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(run, chunks))
+    results: list[list] = [[None] * n for n in sizes]
+    for chunk, outs in zip(chunks, done):
+        for (k, i), out in zip(chunk, outs):
+            results[k][i] = out
+    stacked: list[tuple[np.ndarray, np.ndarray | None] | None] = []
+    for x, rows in zip(inputs, results):
+        if x is None:
+            stacked.append(None)
+            continue
+        features = None if rows and rows[0][1] is None else np.stack([f for _, f in rows])
+        stacked.append((np.stack([p for p, _ in rows]), features))
+    return stacked
 
 
 def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref: Contract, policy: str, target: float,

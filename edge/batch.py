@@ -204,8 +204,7 @@ def records(model: Model, file: str, decoded, draw: Callable | None = None) -> I
         return
     for frame, x in payload:
         if draw is None:
-            scores, features, ms = model.infer(x)
-            yield model.result(scores, ms, frame, features).record()
+            yield model.predict_frame(frame, x=x).record()
             continue
         prediction = model.predict_frame(frame, heatmap=True, x=x)
         rec = prediction.record()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -20,3 +22,14 @@ def decide(scores, contract) -> np.ndarray:
     else:
         out = rows.argmax(1)
     return out if s.ndim == 2 else out[0]
+
+
+def decider(contract) -> Callable[[list[float]], int]:
+    """``decide`` for one score vector given as Python floats holding float32 values, built once per model:
+    the same rule without numpy's cost per call. numpy compares a float32 score with the threshold rounded
+    to float32 (NEP 50), so the threshold is rounded here too: a score equal to it decides alike."""
+    pos, threshold = contract.positive_index, contract.threshold
+    if pos is not None and threshold is not None and len(contract.labels) == 2:
+        at, other = float(np.float32(threshold)), 1 - pos
+        return lambda s: pos if s[pos] >= at else other
+    return lambda s: max(range(len(s)), key=s.__getitem__)  # the first highest, as argmax

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -22,13 +23,16 @@ from . import backends
 from .backends import edgetpu
 from .backends.session import Options
 from .contract import Contract, IntendedUse, read_contract
-from .decision import decide
+from .decision import decide, decider
 from .errors import BackendUnavailable, InputError, ModelError
 from .frames import Frame
 from .heatmap import Cam, Rendered, render
 from .ood import OodDetector
 from .preprocess import prepare, quantize
 from .readers import read
+
+
+SCORES_SEEN = 4096  # distinct score codes of an 8-bit model whose scores are kept (a few KiB each thousand)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,15 @@ class Model:
         self._scores_at, self._features_at = contract.scores_output, contract.features_output
         self._out_quant = _quant(session.outputs[self._scores_at].quant)
         self._features_quant = None if self._features_at is None else _quant(session.outputs[self._features_at].quant)
+        # 8-bit outputs are dequantized by table: the float32 value of each of the 256 codes, computed once.
+        table = _table(session.outputs[self._scores_at], self._out_quant)
+        self._out_table = None if table is None else table.tolist()
+        self._scores_seen: dict[bytes, list[float]] = {}
+        self._features_table = None if self._features_at is None else \
+            _table(session.outputs[self._features_at], self._features_quant)
+        self._decide = decider(contract)
+        self._binary = contract.positive_index is not None and contract.threshold is not None and \
+            len(contract.labels) == 2
         self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
         self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
         self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
@@ -142,8 +155,29 @@ class Model:
             t0 = time.perf_counter()
             outputs = self._session.run(x, wanted)
             dt = time.perf_counter() - t0
-        scores = _dequantize(outputs[self._scores_at], self._out_quant)
-        return outputs, (_softmax(scores) if self._softmax else scores), dt * 1e3
+        return outputs, np.array(self._scores_of(outputs[self._scores_at]), dtype=np.float32), dt * 1e3
+
+    def _scores_of(self, raw: np.ndarray) -> list[float]:
+        """The scores output as Python floats holding float32 values: dequantized, the activation applied.
+        An 8-bit output's scores depend on its codes alone, so they are computed once per distinct codes."""
+        if self._out_table is None:
+            scores = _dequantize(raw, self._out_quant).tolist()
+            return _softmax(scores) if self._softmax else scores
+        key = raw.tobytes()
+        scores = self._scores_seen.get(key)
+        if scores is None:
+            table = self._out_table
+            scores = [table[q] for q in raw.reshape(-1).tolist()]
+            scores = _softmax(scores) if self._softmax else scores
+            if len(self._scores_seen) < SCORES_SEEN:
+                self._scores_seen[key] = scores
+        return scores  # shared with later calls: read, never changed
+
+    def _features_of(self, raw: np.ndarray) -> np.ndarray:
+        """The features output dequantized (float32 values; float64 when read by table)."""
+        if self._features_table is not None:
+            return self._features_table.take(raw.reshape(-1))
+        return _dequantize(raw, self._features_quant)
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
         """Prepared input to class scores, the penultimate features (None when the model gives none) and the
@@ -151,7 +185,7 @@ class Model:
         outputs, scores, ms = self._invoke(x, self._wanted)
         features = None
         if self._features_at is not None:
-            features = _dequantize(outputs[self._features_at], self._features_quant)
+            features = self._features_of(outputs[self._features_at]).astype(np.float32, copy=False)
         return scores, features, ms
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -177,7 +211,7 @@ class Model:
             raise ModelError(self.path, "this model gives no feature map for a heatmap: its head is not global "
                                         "average pooling then dense layers, or it was converted before heatmaps")
         outputs, scores, ms = self._invoke(x, self._wanted + (self._cam.output,))
-        features = _dequantize(outputs[self._features_at], self._features_quant)
+        features = self._features_of(outputs[self._features_at]).astype(np.float32, copy=False)
         fmap = outputs[self._cam.output]
         return scores, features, _dequantize(fmap, self._map_quant).reshape(fmap.shape[-3:]), ms
 
@@ -192,27 +226,26 @@ class Model:
     def result(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None,
                features: np.ndarray | None = None) -> Prediction:
         """Scores (and features) of one input to its Prediction, by the contract's decision rule."""
-        c = self.contract
+        return self._prediction(np.asarray(scores, dtype=np.float32).tolist(), latency_ms, frame, features)
+
+    def _prediction(self, scores: list[float], latency_ms: float, frame: Frame | None,
+                    features: np.ndarray | None) -> Prediction:
         in_distribution, ood_score = self.ood_score(features)
-        score = None if c.positive_index is None else float(scores[c.positive_index])
-        label_index = int(decide(scores, c))
-        binary = score is not None and c.threshold is not None and len(c.labels) == 2
-        return Prediction(
-            label=c.labels[label_index],
-            scores={name: float(s) for name, s in zip(self._labels, scores)},
-            positive=(label_index == c.positive_index) if binary else None,
-            score=score,
-            threshold=c.threshold,
-            backend=self.backend,
-            latency_ms=latency_ms,
-            model_sha256=self.sha256,
-            file=frame.file if frame else None,
-            frame=frame.frame if frame else None,
-            sop_instance_uid=frame.sop_instance_uid if frame else None,
-            intended_use_ignored=self.intended_use_ignored,
-            in_distribution=in_distribution,
-            ood_score=ood_score,
-        )
+        pos = self.contract.positive_index
+        label_index = self._decide(scores)
+        # Filled in directly: the frozen dataclass's own __init__ sets its 17 fields one object.__setattr__ at
+        # a time (benchmarks/RESULTS.md has what each step of a prediction costs).
+        p = object.__new__(Prediction)
+        object.__setattr__(p, "__dict__", {
+            "label": self._labels[label_index], "scores": dict(zip(self._labels, scores)),
+            "positive": (label_index == pos) if self._binary else None,
+            "score": None if pos is None else scores[pos], "threshold": self.contract.threshold,
+            "backend": self._session.backend, "latency_ms": latency_ms, "model_sha256": self.sha256,
+            "file": frame.file if frame else None, "frame": frame.frame if frame else None,
+            "sop_instance_uid": frame.sop_instance_uid if frame else None,
+            "intended_use_ignored": self.intended_use_ignored, "in_distribution": in_distribution,
+            "ood_score": ood_score, "heatmap": None, "peak": None, "box": None})
+        return p
 
     def reading_rules(self) -> IntendedUse | None:
         """The intended use a DICOM is checked against before decoding; None once it is ignored."""
@@ -244,29 +277,36 @@ class Model:
 
     def predict_input(self, x: np.ndarray) -> Prediction:
         """Classify an input already prepared by ``prepare`` (batch 1, the model's dtype)."""
-        scores, features, ms = self.infer(x)
-        return self.result(scores, ms, features=features)
+        return self._predict(x, None)
+
+    def _predict(self, x: np.ndarray, frame: Frame | None) -> Prediction:
+        """The interpreter's outputs read in place (no copies) under the lock, straight into the Prediction."""
+        with self._lock:
+            t0 = time.perf_counter()
+            outputs = self._session.run(x, self._wanted, copy=False)
+            ms = (time.perf_counter() - t0) * 1e3
+            features = None if self._ood is None else self._features_of(outputs[self._features_at])
+            return self._prediction(self._scores_of(outputs[self._scores_at]), ms, frame, features)
 
     def predict_frame(self, frame: Frame, heatmap: bool = False, x: np.ndarray | None = None) -> Prediction:
         """Classify a decoded frame (``x``: its prepared input, when already made)."""
         x = self.prepare(frame) if x is None else x
         if not heatmap:
-            scores, features, ms = self.infer(x)
-            return self.result(scores, ms, frame, features)
+            return self._predict(x, frame)
         scores, features, fmap, ms = self.explain(x)
         drawn = self.heatmap_of(scores, features, fmap, frame.image_size)
         return dataclasses.replace(self.result(scores, ms, frame, features), heatmap=drawn.image, peak=drawn.peak,
                                    box=drawn.box)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax in float64 with libm's exp, element by element: numpy's vectorised exp differs between x86-64
-    and arm64 in the last bit, and a cart must give the scores the workstation validated, to the bit."""
-    z = logits.tolist()
-    top = max(z)
-    e = [math.exp(v - top) for v in z]
+def _softmax(logits: list[float]) -> list[float]:
+    """Softmax in float64 with libm's exp, element by element, rounded to float32: numpy's vectorised exp
+    differs between x86-64 and arm64 in the last bit, and a cart must give the scores the workstation
+    validated, to the bit."""
+    top = max(logits)
+    e = [math.exp(v - top) for v in logits]
     total = math.fsum(e)
-    return np.array([v / total for v in e], dtype=np.float32)
+    return array("f", [v / total for v in e]).tolist()
 
 
 def _dequantize(raw: np.ndarray, quant: tuple[np.float32, np.float32] | None) -> np.ndarray:
@@ -275,6 +315,15 @@ def _dequantize(raw: np.ndarray, quant: tuple[np.float32, np.float32] | None) ->
         return raw.astype(np.float32, copy=False)
     scale, zero_point = quant
     return (raw.astype(np.float32) - zero_point) * scale
+
+
+def _table(info, quant: tuple[np.float32, np.float32] | None) -> np.ndarray | None:
+    """For an 8-bit quantized output: the dequantized float32 value of every code, as float64, in byte order,
+    so that an int8 code indexes it directly (negative codes from the end); None for any other output."""
+    if quant is None or info.dtype not in (np.int8, np.uint8):
+        return None
+    codes = np.arange(256, dtype=np.uint8).view(info.dtype)
+    return _dequantize(codes, quant).astype(np.float64)
 
 
 def _quant(q: tuple[float, int] | None) -> tuple[np.float32, np.float32] | None:

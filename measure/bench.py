@@ -27,6 +27,7 @@ from .datasets import Split
 
 ROUNDS = 10  # latency runs are split into this many interleaved rounds
 WARMUP = 20
+HEATMAP_RUNS = 100  # prediction pairs, with and without the heatmap, timed per model
 
 
 def frame_of(img: np.ndarray) -> Frame:
@@ -222,8 +223,8 @@ def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = N
             r["throughput_per_s"] = 1e3 / r["latency_ms"]["mean"]
         frame = frame_of(split.images[0])
         for r, m, x in zip(group, models, inputs):
-            if m.has_heatmap:
-                r["heatmap_ms"] = heatmap_cost(m, frame, x, runs)
+            if m.has_heatmap:  # a median of a hundred pairs is steady; the slowest variants cost 16 ms a call
+                r["heatmap_ms"] = heatmap_cost(m, frame, x, min(runs, HEATMAP_RUNS))
     refs = {(r["backend"], r["threads"]): r["_decisions"] for r in rows if r["variant"] == "fp32"}
     any_ref = next(iter(refs.values()), None)
     for r in rows:

@@ -45,7 +45,9 @@ def demo(tmp_path_factory, data_dir):
     from medlite.cli import main
 
     out = tmp_path_factory.mktemp("demo")
-    rc = main(["demo", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "3", "--runs", "50",
+    # 5 epochs: after 3 the features of a model trained on an AVX2 machine (numerics differ from AVX-512's) left
+    # the guard flagging 69% of BUSI; after 5, 97% (the full demo's model: 95%).
+    rc = main(["demo", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "5", "--runs", "50",
                "--variants", "fp32,int8"])
     assert rc == 0
     return out

@@ -242,3 +242,17 @@ def test_integer_variants_end_in_logits_and_the_runtime_applies_softmax_in_float
             expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             assert np.allclose(model.run(x)[0], expected, atol=1e-6)
         assert e["test"]["distinct_scores"] > 1
+
+
+def test_validation_shares_images_among_interpreters_and_gets_what_one_gets(all_variants, data_dir):
+    """Conversion's validation runs the images on a thread per core, each with an interpreter of its own:
+    every image's scores and features are what a single interpreter gives, in the images' order."""
+    from medlite.convert.validate import infer_prepared
+    from medlite.measure import datasets
+
+    x = datasets.load("pneumoniamnist", data_dir).splits["val"].images[:37, :, :, None].astype(np.float32) / 255
+    blob = (all_variants[0] / "int8.tflite").read_bytes()
+    one, none = infer_prepared(blob, x, None, workers=1)
+    three, _ = infer_prepared(blob, x, None, workers=3)
+    assert none is None and one[1] is not None
+    assert np.array_equal(one[0], three[0]) and np.array_equal(one[1], three[1])

@@ -121,7 +121,10 @@ def test_predict_heatmap_writes_maps_at_the_images_own_size(int8_model, dicom_di
         assert heat.shape == own
         x, y = r["peak"]
         x0, y0, x1, y1 = r["box"]
-        assert heat[y, x] == 255 and x0 <= x < x1 and y0 <= y < y1
+        assert x0 <= x < x1 and y0 <= y < y1
+        # A map with positive evidence peaks at 255 there; one with none anywhere is all 0, its peak the centre of
+        # the region the model saw and its box all of that region.
+        assert heat[y, x] == 255 or (heat.max() == 0 and (x, y) == ((x0 + x1) // 2, (y0 + y1) // 2))
         picture = cv2.imread(r["overlay"], cv2.IMREAD_UNCHANGED)
         assert picture.ndim == 3 and picture.shape[2] == 3 and max(picture.shape[:2]) <= 1024
 

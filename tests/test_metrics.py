@@ -110,3 +110,21 @@ def test_runtime_decides_with_the_same_rule_when_the_positive_class_is_first(int
         scores = np.array([p.scores[name] for name in c.labels])
         assert p.label == c.labels[int(decide(scores, flipped))]
         assert p.positive == (p.scores[c.labels[0]] >= 0.5) and p.score == p.scores[c.labels[0]]
+
+
+def test_the_one_vector_decider_is_decide_even_at_a_float32_tie():
+    """The runtime's per-call rule on Python floats gives what ``decide`` gives on float32 arrays, including
+    a score that equals the threshold only once both are float32 (numpy compares in float32)."""
+    from types import SimpleNamespace
+
+    from medlite.edge.decision import decide, decider
+
+    binary = SimpleNamespace(labels=("normal", "pneumonia"), positive_index=1, threshold=0.1000000015)
+    tie = np.array([0.9, 0.1], dtype=np.float32)
+    assert decider(binary)(tie.tolist()) == decide(tie, binary) == 1
+    first = SimpleNamespace(labels=("disease", "normal"), positive_index=0, threshold=0.3)
+    multi = SimpleNamespace(labels=("a", "b", "c"), positive_index=None, threshold=None)
+    rng = np.random.default_rng(0)
+    for contract, n in ((binary, 2), (first, 2), (multi, 3)):
+        rows = rng.integers(0, 4, size=(200, n)).astype(np.float32) / 4  # many ties
+        assert [decider(contract)(r.tolist()) for r in rows] == decide(rows, contract).tolist()

@@ -62,3 +62,16 @@ def test_detector_round_trips_and_sets_its_threshold_on_validation():
     again = OodDetector.from_dict(json.loads(json.dumps(d.to_dict())))
     assert again.score(val[0]) == pytest.approx(d.score(val[0]), rel=1e-5)
     assert d.score(val[0] + 10) > d.threshold  # far from everything seen
+
+
+def test_score_is_the_mahalanobis_distance_along_the_components_plus_the_residual():
+    """The one-product form equals the distance written out term by term, on features of real shape."""
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(3000, 128)) * rng.uniform(0.1, 3, size=128)
+    d = fit(train, rng.normal(size=(300, 128)), keep=48)
+    for f in rng.normal(size=(20, 128)) * 2:
+        c = f - d.mean
+        proj = d.components @ c
+        resid = c @ c - proj @ proj
+        expected = (np.sum(proj**2 / d.variances) + resid / d.residual_variance) / c.size
+        assert d.score(f) == pytest.approx(expected, rel=1e-9)

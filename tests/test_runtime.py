@@ -187,6 +187,55 @@ def test_shared_model_is_thread_safe(int8_model, dicom_dir, data_dir):
         assert len(scores) == 20 and all(s == expected[f] for s in scores)
 
 
+def _real_inputs(model, data_dir, n=40):
+    from medlite.measure import datasets
+    from medlite.measure.bench import frame_of
+
+    images = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:n]
+    return [model.prepare(frame_of(img)) for img in images]
+
+
+def test_cpu_session_reads_litert_buffers_in_place_and_they_follow_every_call(int8_model, data_dir):
+    """The zero-copy views give, call after call, what a separate LiteRT interpreter gives; copies kept by a
+    caller do not change with the next call; a wrong input is refused as LiteRT's set_tensor refuses it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = load(int8_model, backend="cpu")
+    session = model._session
+    raw = Interpreter(model_path=str(int8_model))
+    raw.allocate_tensors()
+    outs = [o["index"] for o in raw.get_output_details()]
+    xs = _real_inputs(model, data_dir, 10)
+    kept = session.run(xs[0])
+    for x in xs:
+        views = session.run(x, copy=False)
+        raw.set_tensor(raw.get_input_details()[0]["index"], x)
+        raw.invoke()
+        for view, i in zip(views, outs):
+            assert np.array_equal(view, raw.get_tensor(i))
+    assert not np.array_equal(session.run(xs[1])[0], kept[0]) or np.array_equal(xs[0], xs[1])
+    raw.set_tensor(raw.get_input_details()[0]["index"], xs[0])
+    raw.invoke()
+    assert np.array_equal(kept[0], raw.get_tensor(outs[0]))
+    with pytest.raises(ValueError, match="the model takes"):
+        session.run(xs[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("which", ["int8_model", "fp32_model"])
+def test_predict_input_gives_what_the_array_path_gives(which, request, data_dir):
+    """predict_input (outputs read in place, 8-bit codes dequantized by table, the rule on Python floats)
+    against infer + result (copies, numpy): the same scores to the bit, decisions and guard scores."""
+    model = load(request.getfixturevalue(which), backend="cpu")
+    for x in _real_inputs(model, data_dir):
+        fast = model.predict_input(x)
+        scores, features, ms = model.infer(x)
+        slow = model.result(scores, ms, features=features)
+        assert fast.scores == slow.scores and fast.label == slow.label and fast.positive == slow.positive
+        assert fast.score == slow.score and fast.in_distribution == slow.in_distribution
+        assert fast.ood_score == slow.ood_score
+        assert dataclasses.replace(fast, latency_ms=0) == dataclasses.replace(slow, latency_ms=0)
+
+
 def test_predict_cli_folder_with_bad_files(int8_model, dicom_dir, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -236,6 +285,9 @@ def test_gpu_reason_names_the_import_failure(monkeypatch, int8_model):
 
     gpu._PROBED.clear()
     monkeypatch.setitem(sys.modules, "ai_edge_litert.compiled_model", None)  # as when ml_dtypes is missing
+    # A Vulkan loader present (or none needed), so the import is what fails: the loader is looked for first.
+    find = gpu.ctypes.util.find_library
+    monkeypatch.setattr(gpu.ctypes.util, "find_library", lambda name: "libvulkan.so.1" if name == "vulkan" else find(name))
     try:
         ok, why = gpu.is_available(Options(path=str(int8_model)))
         assert not ok and "CompiledModel API cannot be imported" in why

@@ -30,17 +30,25 @@ class CpuSession(Session):
         self._in, self._outs = inp["index"], [o["index"] for o in outs]
         self.input = TensorInfo(tuple(inp["shape"]), np.dtype(inp["dtype"]), quantization(inp))
         self.outputs = tuple(TensorInfo(tuple(o["shape"]), np.dtype(o["dtype"]), quantization(o)) for o in outs)
+        # Zero-copy: numpy views on the interpreter's own input and output buffers, made once. LiteRT's Python
+        # invoke() refuses to run while such a view lives, since a reallocation would leave it dangling; this
+        # session never resizes or reallocates after allocate_tensors, so it invokes the wrapped interpreter
+        # directly and the views stay valid for its whole life.
+        self._x = interpreter.tensor(self._in)()
+        self._views = tuple(interpreter.tensor(i)() for i in self._outs)
+        self._invoke = interpreter._interpreter.Invoke
 
-    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
-        self._interp.set_tensor(self._in, x)
-        self._interp.invoke()
-        # get_tensor copies; LiteRT's zero-copy views (tensor()) make the next invoke fail while one is alive,
-        # so only the outputs asked for are copied (never a large feature map that no heatmap needs).
-        if wanted is None:
-            return [self._interp.get_tensor(i) for i in self._outs]
-        out: list[np.ndarray | None] = [None] * len(self._outs)
-        for k in wanted:
-            out[k] = self._interp.get_tensor(self._outs[k])
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None, copy: bool = True) -> list[np.ndarray | None]:
+        if x.shape != self._x.shape or x.dtype != self._x.dtype:
+            raise ValueError(f"input is {x.shape} {x.dtype}; the model takes {self._x.shape} {self._x.dtype}")
+        self._x[...] = x
+        self._invoke()
+        if not copy:
+            return list(self._views)  # every output, in place: reading one costs nothing until it is read
+        keep = range(len(self._views)) if wanted is None else wanted
+        out: list[np.ndarray | None] = [None] * len(self._views)
+        for k in keep:
+            out[k] = self._views[k].copy()
         return out
 
 

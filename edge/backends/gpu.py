@@ -25,12 +25,9 @@ PROBE_TIMEOUT_S = 120
 
 
 def _static_reason() -> str:
-    """Why the GPU accelerator cannot work here, found without touching it; "" when it may."""
-    try:
-        import ai_edge_litert.compiled_model  # noqa: F401
-    except ImportError as e:
-        return (f"LiteRT's CompiledModel API cannot be imported ({e}); it needs ai-edge-litert 2.x "
-                "(not tflite-runtime) and ml_dtypes")
+    """Why the GPU accelerator cannot work here, found without touching it; "" when it may. The cheap checks
+    come first: importing LiteRT's CompiledModel (and ml_dtypes with it) takes most of a second, which every
+    `medlite predict` on a machine without a GPU would otherwise pay before its first image."""
     if platform.machine() in ("aarch64", "arm64") and platform.system() == "Linux":
         try:
             flags = Path("/proc/cpuinfo").read_text()
@@ -41,6 +38,11 @@ def _static_reason() -> str:
                     "(it dies with SIGILL on Cortex-A53/A72 class cores, LiteRT issue 5675)")
     if platform.system() == "Linux" and not ctypes.util.find_library("vulkan"):
         return "no Vulkan loader (libvulkan.so.1) on this machine; LiteRT's GPU accelerator needs it and a GPU driver"
+    try:
+        import ai_edge_litert.compiled_model  # noqa: F401
+    except ImportError as e:
+        return (f"LiteRT's CompiledModel API cannot be imported ({e}); it needs ai-edge-litert 2.x "
+                "(not tflite-runtime) and ml_dtypes")
     return ""
 
 
@@ -108,7 +110,7 @@ class GpuSession(Session):
         self._inputs = self._cm.create_input_buffers(0)
         self._outputs = self._cm.create_output_buffers(0)
 
-    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None, copy: bool = True) -> list[np.ndarray | None]:
         self._inputs[0].write(x)
         self._cm.run_by_index(0, self._inputs, self._outputs)
         keep = range(len(self.outputs)) if wanted is None else wanted

@@ -36,11 +36,13 @@ class TensorInfo:
 class Session:
     """What every backend's ``open`` returns: ``run`` takes a batch-1 input in the model's dtype and returns
     the outputs in the order of ``outputs`` (the scores, and the features and feature map a model may also
-    give); with ``wanted``, only those outputs are read, the others are None."""
+    give); with ``wanted``, only those outputs are read, the others are None. With ``copy=False`` a backend
+    may return views on its own buffers, valid only until its next call (the caller reads them under its
+    lock); the others return new arrays either way."""
 
     backend: str
     input: TensorInfo
     outputs: tuple[TensorInfo, ...]
 
-    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None, copy: bool = True) -> list[np.ndarray | None]:
         raise NotImplementedError
