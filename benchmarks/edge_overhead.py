@@ -1,11 +1,11 @@
 """What medlite.edge adds on top of the LiteRT runtime, and what the decoding worker pool gains.
 
-Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 500]
+Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 500] [--rounds 5]
 
 1. predict on a prepared input (``Model.predict_input``: interpreter call, dequantization, decision,
    result record) against the raw ``set_tensor`` / ``invoke`` / ``get_tensor`` on the same
    interpreter settings and model file, calls interleaved (alternating which goes first) so machine
-   noise hits both alike; medians.
+   noise hits both alike; in rounds: each round's medians, then the median round and the range.
    Models: a MobileNetV2 (alpha 1.0, 224x224 grey, the cart-size case) and the 28x28 demo CNN,
    both fp32 and int8 (calibrated on real chest X-rays).
    Then each step of a prediction timed on its own right after a raw call (the caches as a prediction finds
@@ -81,9 +81,10 @@ def _interleaved(calls: int, a, b) -> tuple[float, float]:
     return float(np.median(t_a)) * 1e6, float(np.median(t_b)) * 1e6
 
 
-def overhead(path: Path, calls: int, threads: int | None) -> dict:
-    """medlite's predict_input against a separate raw interpreter on the same model; two raw interpreters
-    against each other give the noise floor of that comparison."""
+def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> dict:
+    """medlite's predict_input against a separate raw interpreter on the same model, in ``rounds`` rounds of
+    ``calls`` interleaved calls; two raw interpreters against each other give the noise floor of that
+    comparison. Ratios are per round (median of its calls), reported as the median round and the range."""
     model = load(path, backend="cpu", threads=threads)
     spec = model.contract.input
     (frame,) = read(np.full((spec.height, spec.width), 128, np.uint8))
@@ -91,14 +92,19 @@ def overhead(path: Path, calls: int, threads: int | None) -> dict:
     raw, raw2 = _raw(path, threads, model.contract.scores_output), _raw(path, threads, model.contract.scores_output)
     for _ in range(50):  # warm-up all three
         raw(x), raw2(x), model.predict_input(x)
-    r, m = _interleaved(calls, lambda: raw(x), lambda: model.predict_input(x))
-    r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
+    ratios, noise, raw_us, medlite_us = [], [], [], []
+    for _ in range(rounds):
+        r, m = _interleaved(calls, lambda: raw(x), lambda: model.predict_input(x))
+        r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
+        ratios.append(m / r), noise.append(r2 / r1), raw_us.append(r), medlite_us.append(m)
     what = "+".join(k for k, v in (("logits", model.contract.activation == "softmax"),
                                    ("features", model.contract.features_output is not None),
                                    ("guard", bool(model.contract.ood)),
                                    ("map (read only for a heatmap)", bool(model.contract.heatmap))) if v) or "scores"
-    return {"model": path.name, "outputs": what, "raw_us": r, "medlite_us": m, "ratio": m / r, "added_us": m - r,
-            "raw_vs_raw": r2 / r1}
+    r, m = float(np.median(raw_us)), float(np.median(medlite_us))
+    return {"model": path.name, "outputs": what, "raw_us": r, "medlite_us": m, "added_us": m - r,
+            "ratio": float(np.median(ratios)), "ratio_range": (min(ratios), max(ratios)),
+            "raw_vs_raw": float(np.median(noise)), "raw_vs_raw_range": (min(noise), max(noise))}
 
 
 def breakdown(path: Path, calls: int) -> dict:
@@ -121,10 +127,9 @@ def breakdown(path: Path, calls: int) -> dict:
         t3 = clock()
         features = None if model._features_at is None else model._features_of(outputs[model._features_at])
         t4 = clock()
-        if model._ood is not None:
-            model._ood.score(features)
+        ood = None if model._ood is None else model._ood.score(features)
         t5 = clock()
-        model._prediction(scores, 0.0, None, None)
+        model._record(scores, 0.0, None, None if ood is None else ood <= 1.0, ood)
         t6 = clock()
         raw_call(x)
         t7 = clock()
@@ -161,6 +166,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=os.environ.get("MEDLITE_DATA_DIR", "../shared/data"))
     ap.add_argument("--calls", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of --calls interleaved calls per model")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--models", nargs="*", type=Path, default=[],
                     help="medlite models to measure too, e.g. medlite-out/models/int8.tflite (logits, features, guard)")
@@ -176,14 +182,17 @@ def main():
         tmp = Path(tmp)
         models = [make_model(tmp, "mobilenet_v2", 224, v, cal224, alpha=1.0) for v in ("fp32", "int8")]
         models += [make_model(tmp, "small_cnn", 28, v, cal28) for v in ("fp32", "int8")] + list(args.models)
-        print(f"predict_input vs a separate raw interpreter (set_tensor/invoke/get_tensor of the scores), median "
-              f"of {args.calls} interleaved calls, threads={args.threads or 'default'}")
-        print("| model | outputs | raw (us) | medlite (us) | ratio | added (us) | raw vs a second raw |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        print(f"predict_input vs a separate raw interpreter (set_tensor/invoke/get_tensor of the scores): "
+              f"{args.rounds} rounds of {args.calls} interleaved calls, each round's medians; the median round's "
+              f"ratio and the range over rounds; threads={args.threads or 'default'}")
+        print("| model | outputs | raw (us) | medlite (us) | added (us) | ratio | range | raw vs a second raw |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for m in models:
-            r = overhead(m, args.calls, args.threads)
-            print(f"| {r['model']} | {r['outputs']} | {r['raw_us']:.1f} | {r['medlite_us']:.1f} | {r['ratio']:.3f} | "
-                  f"{r['added_us']:+.1f} | {r['raw_vs_raw']:.3f} |", flush=True)
+            r = overhead(m, args.calls, args.threads, args.rounds)
+            print(f"| {r['model']} | {r['outputs']} | {r['raw_us']:.1f} | {r['medlite_us']:.1f} | "
+                  f"{r['added_us']:+.1f} | {r['ratio']:.3f} | {r['ratio_range'][0]:.3f}-{r['ratio_range'][1]:.3f} | "
+                  f"{r['raw_vs_raw']:.3f} ({r['raw_vs_raw_range'][0]:.3f}-{r['raw_vs_raw_range'][1]:.3f}) |",
+                  flush=True)
         for m in models[3:4] + list(args.models)[:1]:
             b = breakdown(m, args.calls)
             print(f"\nbreakdown on {m.name}, each step right after a raw call, medians of {args.calls} (us): " +

@@ -15,7 +15,7 @@ import threading
 import time
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .errors import BackendUnavailable, InputError, ModelError
 from .frames import Frame
 from .heatmap import Cam, Rendered, render
 from .ood import OodDetector
+from .prediction import Prediction, recorder
 from .preprocess import prepare, quantize
 from .readers import read
 
@@ -42,48 +43,6 @@ class Attempt:
     backend: str
     ok: bool
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's (or one cine frame's) result, with scores dequantized to probabilities."""
-
-    label: str
-    scores: dict[str, float]
-    positive: bool | None  # the positive class's score meets the contract's threshold (binary models)
-    score: float | None  # the positive class's score
-    threshold: float | None
-    backend: str
-    latency_ms: float  # the interpreter call alone: input in, output out
-    model_sha256: str
-    file: str | None = None
-    frame: int | None = None
-    sop_instance_uid: str | None = None
-    intended_use_ignored: bool = False  # the intended-use rules were overridden for this run
-    # False: the image lies outside what the model was trained on (it is still scored); None: no detector
-    in_distribution: bool | None = None
-    ood_score: float | None = None  # the detector's distance; above the contract's threshold is out
-    # With heatmap=True: the map of the decided class (the positive class of a binary model) as uint8 at the
-    # input image's own size, the (x, y) of its peak and the (x0, y0, x1, y1) box around it, in its pixels.
-    heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
-    peak: tuple[int, int] | None = None
-    box: tuple[int, int, int, int] | None = None
-
-    def record(self) -> dict:
-        """The ``ok`` result record (DESIGN.md, "Result records"): one line of ``predict``'s JSON Lines."""
-        rec = {"file": self.file, "status": "ok", "label": self.label, "scores": self.scores,
-               "positive": self.positive, "score": self.score, "threshold": self.threshold, "backend": self.backend,
-               "latency_ms": self.latency_ms, "model_sha256": self.model_sha256,
-               "in_distribution": self.in_distribution, "ood_score": self.ood_score}
-        if self.frame is not None:
-            rec["frame"] = self.frame
-        if self.sop_instance_uid:
-            rec["sop_instance_uid"] = self.sop_instance_uid
-        if self.intended_use_ignored:
-            rec["intended_use"] = "ignored"
-        if self.peak is not None:
-            rec["peak"], rec["box"] = list(self.peak), list(self.box)
-        return rec
 
 
 class Model:
@@ -123,6 +82,8 @@ class Model:
         self.intended_use_ignored = False
         # Set to decode every DICOM at full resolution (`--full-decode`), not JPEG 2000 at a reduced level.
         self.full_decode = False
+        self._record = recorder(self)
+        self._predict = self._predictor()
 
     @property
     def backend(self) -> str:
@@ -231,21 +192,50 @@ class Model:
     def _prediction(self, scores: list[float], latency_ms: float, frame: Frame | None,
                     features: np.ndarray | None) -> Prediction:
         in_distribution, ood_score = self.ood_score(features)
-        pos = self.contract.positive_index
-        label_index = self._decide(scores)
-        # Filled in directly: the frozen dataclass's own __init__ sets its 17 fields one object.__setattr__ at
-        # a time (benchmarks/RESULTS.md has what each step of a prediction costs).
-        p = object.__new__(Prediction)
-        object.__setattr__(p, "__dict__", {
-            "label": self._labels[label_index], "scores": dict(zip(self._labels, scores)),
-            "positive": (label_index == pos) if self._binary else None,
-            "score": None if pos is None else scores[pos], "threshold": self.contract.threshold,
-            "backend": self._session.backend, "latency_ms": latency_ms, "model_sha256": self.sha256,
-            "file": frame.file if frame else None, "frame": frame.frame if frame else None,
-            "sop_instance_uid": frame.sop_instance_uid if frame else None,
-            "intended_use_ignored": self.intended_use_ignored, "in_distribution": in_distribution,
-            "ood_score": ood_score, "heatmap": None, "peak": None, "box": None})
-        return p
+        return self._record(scores, latency_ms, frame, in_distribution, ood_score)
+
+    def _predictor(self):
+        """``_predict(x, frame)``: the interpreter's outputs read in place (no copies) under the lock, straight
+        into the Prediction. Built once per model as a closure over everything a call reads: a small model's
+        interpreter call leaves the host's caches cold, and after it each attribute looked up and each
+        intermediate object costs a cache miss (benchmarks/RESULTS.md, "What medlite adds to LiteRT")."""
+        lock, clock, run, wanted = self._lock, time.perf_counter, self._session.run, self._wanted
+        scores_at, scores_of, record = self._scores_at, self._scores_of, self._record
+        # Float scores of shape (1, n), the usual case, are read inline; anything else through _scores_of.
+        shape = tuple(self._session.outputs[scores_at].shape)
+        plain = self._out_table is None and self._out_quant is None and len(shape) == 2 and shape[0] == 1
+        softmax = _softmax if self._softmax else None
+        ood = self._ood
+        features_at, table, quant = self._features_at, self._features_table, self._features_quant
+        if ood is not None:
+            mean, weights, inv_residual, threshold = ood.mean, ood.weights, ood.inv_residual, ood.threshold
+            size = mean.size
+
+        def predict(x: np.ndarray, frame: Frame | None) -> Prediction:
+            with lock:
+                t0 = clock()
+                outputs = run(x, wanted, False)
+                ms = (clock() - t0) * 1e3
+                if plain:
+                    scores = outputs[scores_at].tolist()[0]
+                    if softmax is not None:
+                        scores = softmax(scores)
+                else:
+                    scores = scores_of(outputs[scores_at])
+                if ood is None:
+                    return record(scores, ms, frame, None, None)
+                raw = outputs[features_at].reshape(-1)
+                # OodDetector.score, inlined: the features (by table when 8-bit) less the mean, in float64
+                if table is not None:
+                    d = table.take(raw) - mean
+                elif quant is None:
+                    d = raw - mean
+                else:
+                    d = _dequantize(raw, quant) - mean
+                u = weights.dot(d)
+                score = max(float(d.dot(d)) * inv_residual - float(u.dot(u)), 0.0) / size
+                return record(scores, ms, frame, score <= threshold, score)
+        return predict
 
     def reading_rules(self) -> IntendedUse | None:
         """The intended use a DICOM is checked against before decoding; None once it is ignored."""
@@ -279,15 +269,6 @@ class Model:
         """Classify an input already prepared by ``prepare`` (batch 1, the model's dtype)."""
         return self._predict(x, None)
 
-    def _predict(self, x: np.ndarray, frame: Frame | None) -> Prediction:
-        """The interpreter's outputs read in place (no copies) under the lock, straight into the Prediction."""
-        with self._lock:
-            t0 = time.perf_counter()
-            outputs = self._session.run(x, self._wanted, copy=False)
-            ms = (time.perf_counter() - t0) * 1e3
-            features = None if self._ood is None else self._features_of(outputs[self._features_at])
-            return self._prediction(self._scores_of(outputs[self._scores_at]), ms, frame, features)
-
     def predict_frame(self, frame: Frame, heatmap: bool = False, x: np.ndarray | None = None) -> Prediction:
         """Classify a decoded frame (``x``: its prepared input, when already made)."""
         x = self.prepare(frame) if x is None else x
@@ -303,6 +284,15 @@ def _softmax(logits: list[float]) -> list[float]:
     """Softmax in float64 with libm's exp, element by element, rounded to float32: numpy's vectorised exp
     differs between x86-64 and arm64 in the last bit, and a cart must give the scores the workstation
     validated, to the bit."""
+    if len(logits) == 2:  # the same bits for finite logits, written out: exp(0) is 1, and fsum of two is 1 + e
+        a, b = logits
+        if a >= b:
+            e = math.exp(b - a)
+            total = 1.0 + e
+            return array("f", (1.0 / total, e / total)).tolist()
+        e = math.exp(a - b)
+        total = 1.0 + e
+        return array("f", (e / total, 1.0 / total)).tolist()
     top = max(logits)
     e = [math.exp(v - top) for v in logits]
     total = math.fsum(e)

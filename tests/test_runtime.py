@@ -2,8 +2,10 @@
 
 import dataclasses
 import json
+import math
 import shutil
 import threading
+from array import array
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from medlite.cli import main
 from medlite.edge import BackendUnavailable, Options, Rejected, load, read_contract
 from medlite.edge.backends import edgetpu, gpu
+from medlite.edge.runtime import _softmax
 
 
 def test_auto_records_why_each_better_backend_was_passed_over(int8_model):
@@ -337,3 +340,20 @@ def test_dicoms_outside_the_intended_use_are_rejected_with_a_reason(int8_model, 
     assert main(["predict", str(int8_model), us[0], "--out", str(out), "-q", "--ignore-intended-use"]) == 0
     (rec,) = map(json.loads, out.read_text().splitlines())
     assert rec["status"] == "ok" and rec["intended_use"] == "ignored"
+
+
+def test_two_class_softmax_is_the_general_softmax_to_the_bit():
+    """The runtime writes the softmax of two logits out by hand; it must give the general rule's float32 bits
+    (libm exp after the max, fsum, rounded to float32), including ties and differences that overflow exp."""
+    def general(logits):
+        top = max(logits)
+        e = [math.exp(v - top) for v in logits]
+        total = math.fsum(e)
+        return array("f", [v / total for v in e]).tolist()
+
+    rng = np.random.default_rng(0)
+    cases = [[0.0, 0.0], [3.5, 3.5], [-800.0, 800.0], [800.0, -800.0], [1e-30, -1e-30], [17.0, 16.999999]]
+    cases += rng.normal(0, 8, size=(2000, 2)).astype(np.float32).tolist()
+    for logits in cases:
+        assert _softmax(logits) == general(logits), logits
+    assert _softmax([1.0, 2.0, 3.0]) == general([1.0, 2.0, 3.0])
