@@ -7,6 +7,11 @@ from collections.abc import Callable
 import numpy as np
 
 
+def thresholded(contract) -> bool:
+    """Whether the contract decides by a threshold on its positive class (a binary model with both set)."""
+    return contract.positive_index is not None and contract.threshold is not None and len(contract.labels) == 2
+
+
 def decide(scores, contract) -> np.ndarray:
     """The index of the decided label for each row of ``scores`` (N x classes), or for one score vector.
 
@@ -17,7 +22,7 @@ def decide(scores, contract) -> np.ndarray:
     s = np.asarray(scores)
     rows = s if s.ndim == 2 else s[None]
     pos, threshold = contract.positive_index, contract.threshold
-    if pos is not None and threshold is not None and len(contract.labels) == 2:
+    if thresholded(contract):
         out = np.where(rows[:, pos] >= threshold, pos, 1 - pos)
     else:
         out = rows.argmax(1)
@@ -29,7 +34,7 @@ def decider(contract) -> Callable[[list[float]], int]:
     the same rule without numpy's cost per call. numpy compares a float32 score with the threshold rounded
     to float32 (NEP 50), so the threshold is rounded here too: a score equal to it decides alike."""
     pos, threshold = contract.positive_index, contract.threshold
-    if pos is not None and threshold is not None and len(contract.labels) == 2:
+    if thresholded(contract):
         at, other = float(np.float32(threshold)), 1 - pos
         return lambda s: pos if s[pos] >= at else other
     return lambda s: max(range(len(s)), key=s.__getitem__)  # the first highest, as argmax

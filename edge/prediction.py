@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .decision import decider, thresholded
 from .frames import Frame
 
 
@@ -57,8 +58,8 @@ def recorder(model) -> Callable[..., Prediction]:
     Prediction, filled in directly from a template of the fields that are the same in every call (the
     dataclass's own __init__ sets its 17 fields one object.__setattr__ at a time)."""
     contract = model.contract
-    labels, decide, pos = contract.labels, model._decide, contract.positive_index
-    binary, new, set_dict = model._binary, object.__new__, object.__setattr__
+    labels, decide, pos = contract.labels, decider(contract), contract.positive_index
+    binary, new, set_dict = thresholded(contract), object.__new__, object.__setattr__
     pair = len(labels) == 2  # two labels: their scores as a dict literal, cheaper than dict(zip(...))
     first, second = labels[:2] if pair else (None, None)
     template = {"label": None, "scores": None, "positive": None, "score": None, "threshold": contract.threshold,

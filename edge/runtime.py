@@ -23,7 +23,7 @@ from . import backends
 from .backends import edgetpu
 from .backends.session import Options
 from .contract import Contract, IntendedUse, read_contract
-from .decision import decide, decider
+from .decision import decide
 from .errors import BackendUnavailable, InputError, ModelError
 from .frames import Frame
 from .heatmap import Cam, Rendered, render
@@ -68,9 +68,6 @@ class Model:
         self._scores_seen: dict[bytes, list[float]] = {}
         self._features_table = None if self._features_at is None else \
             _table(session.outputs[self._features_at], self._features_quant)
-        self._decide = decider(contract)
-        self._binary = contract.positive_index is not None and contract.threshold is not None and \
-            len(contract.labels) == 2
         self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
         self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
         self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
