@@ -172,15 +172,24 @@ def run(model: Model, files: list[str], workers: int = 2, draw: Callable | None 
                 # A worker died on one of the files in flight: retry this one alone to learn whether it is the
                 # culprit, then carry on with a fresh pool (a later culprit breaks it again and is found the same way).
                 decoded = decode_isolated(file, job, ctx)
-                stop_pool(pool)
-                pool = worker_pool(workers, ctx, job)
-                pending = collections.deque((f, pool.submit(decode_in_worker, f)) for f, _ in pending)
+                pool, pending = _fresh_pool(pool, pending, workers, ctx, job)
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(decode_in_worker, nxt)))
+                try:
+                    pending.append((nxt, pool.submit(decode_in_worker, nxt)))
+                except BrokenProcessPool:  # a worker died after this file's result came: the same, from here
+                    pool, pending = _fresh_pool(pool, pending, workers, ctx, job)
+                    pending.append((nxt, pool.submit(decode_in_worker, nxt)))
             yield from records(model, file, decoded, draw)
     finally:
         stop_pool(pool)
+
+
+def _fresh_pool(pool: ProcessPoolExecutor, pending: collections.deque, workers: int, ctx, job: tuple):
+    """A new pool in place of a broken one, with the files still in flight submitted to it again."""
+    stop_pool(pool)
+    pool = worker_pool(workers, ctx, job)
+    return pool, collections.deque((f, pool.submit(decode_in_worker, f)) for f, _ in pending)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
