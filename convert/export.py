@@ -139,8 +139,9 @@ def converter_for(model, input_shape) -> "tf.lite.TFLiteConverter":
     spec = tf.TensorSpec([1, *input_shape], tf.float32, name="image")
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])  # one output, or a list
     # The converter saves what it is given as a SavedModel first. Given the Keras model, that is every layer's
-    # Keras serialization (2-3 s a variant); given a module holding only the weights, the saved graph is the
-    # same and so is every byte of the converted model (tests/test_convert.py).
+    # Keras serialization (2-4 s a variant, more with QAT's or pruning's wrappers); given a module holding only
+    # the weights, the saved graph is the same and so is every byte of the converted model
+    # (tests/test_convert.py). The attribute is not `variables`: tf.Module derives that one.
     weights = tf.Module()
     weights.variables_ = list(model.variables)
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], weights)

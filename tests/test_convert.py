@@ -261,7 +261,7 @@ def test_validation_shares_images_among_interpreters_and_gets_what_one_gets(all_
 def test_the_converter_given_only_the_weights_writes_the_bytes_it_writes_given_the_keras_model(tiny_bundle,
                                                                                                data_dir):
     """converter_for hands TensorFlow's converter a module holding the weights, not the Keras model (whose
-    serialization cost 2-3 s a variant, more with QAT's wrappers): every byte of the result is the same, for
+    serialization cost 2-4 s a variant, more with QAT's wrappers): every byte of the result is the same, for
     a plain, a calibrated 8-bit and a quantization-aware model."""
     from medlite.convert import export
     from medlite.convert.finetune import quantization_aware

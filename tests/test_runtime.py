@@ -224,6 +224,8 @@ def test_cpu_session_reads_litert_buffers_in_place_and_they_follow_every_call(in
         session.run(xs[0].astype(np.float32))
 
 
+# slow by hand: conftest marks tests by the fixtures they name, and this one asks for its model by value
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["int8_model", "fp32_model"])
 def test_predict_input_gives_what_the_array_path_gives(which, request, data_dir):
     """predict_input (outputs read in place, 8-bit codes dequantized by table, the rule on Python floats)
