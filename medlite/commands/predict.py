@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .shared import EXIT_FAILED, EXIT_OK, UsageError, console, load_model, model_args
@@ -66,11 +68,12 @@ def run(args) -> int:
     done = 0
     try:
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), console=con,
-                      disable=args.quiet) as bar:
+                      disable=args.quiet) as bar, _Held() as held:
             task = bar.add_task("predict", total=len(files))
             last_file = None
             results = batch.run(model, files, workers=args.workers, draw=draw, preview=PREVIEW if args.overlay else 0)
             for rec in itertools.chain(missing, results):
+                held.busy = True
                 # One line per record, flushed, so an interrupted run leaves a valid JSON Lines file.
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
@@ -86,6 +89,7 @@ def run(args) -> int:
                     bar.advance(task)
                     done += 1
                     last_file = rec["file"]
+                held.release()
     except KeyboardInterrupt:
         # Even under --quiet: a stopped run says how far it got (every line before it is in the output).
         print(f"medlite predict: stopped after {done} of {len(files)} file(s); {_summary(counts, labels)}",
@@ -96,6 +100,41 @@ def run(args) -> int:
             out.close()
     con.print(_summary(counts, labels))
     return EXIT_OK if counts["error"] == 0 else EXIT_FAILED
+
+
+class _Held:
+    """SIGINT and SIGTERM held off while a record is written and counted (``busy``), so that a stopped run's
+    summary counts exactly the lines its output holds; one that came meanwhile acts at ``release``. (Between
+    the write and the count, a signal once left a line the summary did not count.)"""
+
+    def __init__(self):
+        self.busy, self.pending, self.previous = False, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(sig)
+                if callable(handler):  # an ignored SIGINT (a background job's) stays ignored
+                    self.previous[sig] = handler
+                    signal.signal(sig, self._on)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _on(self, sig, frame):
+        if self.busy and self.pending is None:  # a second one acts at once (a write blocked on a full pipe)
+            self.pending = (sig, frame)
+        else:
+            self.previous[sig](sig, frame)
+
+    def release(self):
+        self.busy = False
+        if self.pending is not None:
+            sig, frame = self.pending
+            self.pending = None
+            self.previous[sig](sig, frame)
 
 
 def _drawer(model, args):
