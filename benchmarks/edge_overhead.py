@@ -9,7 +9,8 @@ Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 5
    Models: a MobileNetV2 (alpha 1.0, 224x224 grey, the cart-size case) and the 28x28 demo CNN,
    both fp32 and int8 (calibrated on real chest X-rays).
    Then each step of a prediction timed on its own right after a raw call (the caches as a prediction finds
-   them: a 28x28 model's call leaves the host code cold, and each numpy call then costs microseconds).
+   them: a 28x28 model's call leaves the host code cold, and each numpy call then costs microseconds). The
+   out-of-distribution guard is part of the demo models' graph: the raw call computes it too.
 2. ``medlite predict``'s folder run over the shared DICOMs repeated to 200 files: decoding in a
    pool of 2 worker processes against strictly sequential decode-then-infer, same model.
 """
@@ -27,8 +28,10 @@ import numpy as np
 
 from medlite.convert.contract_writer import embed_contract
 from medlite.convert.export import cart_model, convert
+from medlite.convert.guard_graph import append_guard
 from medlite.convert.pipeline import input_spec_of, outputs_of
-from medlite.edge import load
+from medlite.edge import Frame, load
+from medlite.edge.ood import fit
 from medlite.measure import datasets
 from medlite.edge.contract import Contract, InputSpec, Preprocess
 from medlite.edge.preprocess import prepare
@@ -99,7 +102,8 @@ def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> di
         ratios.append(m / r), noise.append(r2 / r1), raw_us.append(r), medlite_us.append(m)
     what = "+".join(k for k, v in (("logits", model.contract.activation == "softmax"),
                                    ("features", model.contract.features_output is not None),
-                                   ("guard", bool(model.contract.ood)),
+                                   ("guard in the graph" if model.contract.ood.get("output") is not None
+                                    else "guard", bool(model.contract.ood)),
                                    ("map (read only for a heatmap)", bool(model.contract.heatmap))) if v) or "scores"
     r, m = float(np.median(raw_us)), float(np.median(medlite_us))
     return {"model": path.name, "outputs": what, "raw_us": r, "medlite_us": m, "added_us": m - r,
@@ -109,14 +113,13 @@ def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> di
 
 def breakdown(path: Path, calls: int) -> dict:
     """Where predict_input's added time goes: each step of Model._predict timed on its own, right after a
-    separate raw interpreter's call (so with the caches as a prediction finds them), medians in us; "guard
-    again" repeats the guard at once, to show what the same arithmetic costs once its code is cached."""
+    separate raw interpreter's call (so with the caches as a prediction finds them), medians in us."""
     model = load(path, backend="cpu")
     (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
     x = model.prepare(frame)
     raw_call = _raw(path, None, model.contract.scores_output)
     session, clock = model._session, time.perf_counter
-    names = ("raw call", "session.run (zero-copy)", "scores", "features", "guard", "guard again", "record",
+    names = ("raw call", "session.run (zero-copy)", "scores", "guard (the model's output)", "record",
              "predict_input")
     times: dict[str, list[float]] = {k: [] for k in names}
     for k in range(calls + 50):
@@ -127,23 +130,38 @@ def breakdown(path: Path, calls: int) -> dict:
         t2 = clock()
         scores = model._scores_of(outputs[model._scores_at])
         t3 = clock()
-        features = None if model._features_at is None else model._features_of(outputs[model._features_at])
+        ood = model._guard_score(outputs)
         t4 = clock()
-        ood = None if model._ood is None else model._ood.score(features)
-        t5 = clock()
-        if model._ood is not None:  # the same arithmetic at once again, its code and data now in the caches
-            model._ood.score(features)
-        t5w = clock()
         model._record(scores, 0.0, None, None if ood is None else ood <= 1.0, ood)
-        t6 = clock()
+        t5 = clock()
         raw_call(x)
-        t7 = clock()
+        t6 = clock()
         model.predict_input(x)
-        t8 = clock()
+        t7 = clock()
         if k >= 50:  # warm-up
-            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5w - t5, t6 - t5w, t8 - t7)):
+            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t7 - t6)):
                 times[name].append(dt)
     return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
+
+
+def guard_cost(path: Path, images: np.ndarray, calls: int, rounds: int) -> dict:
+    """What the out-of-distribution guard costs inside the interpreter call: the model against a copy with a
+    guard written into its graph as conversion writes it (fitted on the model's own features of real
+    training images), two raw interpreters, interleaved, in rounds; medians in us."""
+    model = load(path, backend="cpu")
+    features = np.stack([model.infer(model.prepare(Frame(img[..., None].astype(np.float32))))[1] for img in images])
+    split = len(features) * 4 // 5
+    blob, _ = append_guard(path.read_bytes(), model.contract.features_output, fit(features[:split], features[split:]))
+    with_guard = path.with_name(path.stem + "_guarded.tflite")
+    with_guard.write_bytes(blob)
+    (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
+    x = model.prepare(frame)
+    plain, guarded = _raw(path, None, model.contract.scores_output), _raw(with_guard, None, model.contract.scores_output)
+    for _ in range(50):
+        plain(x), guarded(x)
+    rounds_us = [_interleaved(calls, lambda: plain(x), lambda: guarded(x)) for _ in range(rounds)]
+    a, b = float(np.median([r[0] for r in rounds_us])), float(np.median([r[1] for r in rounds_us]))
+    return {"model": path.name, "without_us": a, "with_us": b, "ratios": sorted(r[1] / r[0] for r in rounds_us)}
 
 
 def folder_run(model_path: Path, dicom_dir: Path, copies: int) -> dict:
@@ -198,6 +216,16 @@ def main():
                   f"{r['added_us']:+.1f} | {r['ratio']:.3f} | {r['ratio_range'][0]:.3f}-{r['ratio_range'][1]:.3f} | "
                   f"{r['raw_vs_raw']:.3f} ({r['raw_vs_raw_range'][0]:.3f}-{r['raw_vs_raw_range'][1]:.3f}) |",
                   flush=True)
+        print("\nThe guard inside the graph: the same model's raw call without and with it (interleaved, "
+              f"{args.rounds} rounds of {args.calls}; guard fitted on 1000 real training images' features)")
+        print("| model | raw without (us) | raw with the guard (us) | the guard (us) | ratio (median round) | range |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        fit_images = datasets.load("pneumoniamnist", data_dir).splits["train"].images[:1000]
+        for m in models[2:4]:
+            g = guard_cost(m, fit_images, args.calls, args.rounds)
+            r = g["ratios"]
+            print(f"| {g['model']} | {g['without_us']:.1f} | {g['with_us']:.1f} | {g['with_us'] - g['without_us']:+.1f} "
+                  f"| {r[len(r) // 2]:.3f} | {r[0]:.3f}-{r[-1]:.3f} |", flush=True)
         for m in models[3:4] + list(args.models)[:1]:
             b = breakdown(m, args.calls)
             print(f"\nbreakdown on {m.name}, each step right after a raw call, medians of {args.calls} (us): " +

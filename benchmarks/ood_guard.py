@@ -27,9 +27,7 @@ def flagged(model, sources) -> tuple[int, int]:
     hits = seen = 0
     for source in sources:
         for frame in model.frames(source):
-            _, features, _ = model.infer(model.prepare(frame))
-            inside, _ = model.ood_score(features)
-            hits += not inside
+            hits += not model.predict_frame(frame).in_distribution  # the guard as the model computes it
             seen += 1
     return hits, seen
 

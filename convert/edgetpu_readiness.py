@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ai_edge_litert import schema_py_generated as schema
 
+from .guard_graph import PREFIX as GUARD_PREFIX
+
 # TFLite builtin op -> Coral's known limitation ("" when none). Ops absent here run on the CPU.
 SUPPORTED = {
     "ADD": "", "AVERAGE_POOL_2D": "no fused activation", "CONCATENATION": "no fused activation",
@@ -85,25 +87,32 @@ def check(tflite: bytes) -> dict:
         return {"ops": [], "split_at": 0, "mapped": 0, "cpu": 0,
                 "summary": f"{len(model.subgraphs)} subgraphs: the Edge TPU compiles only single-subgraph models"}
     g = model.subgraphs[0]
-    verdicts, split = [], None
+    verdicts, split, guard = [], None, 0
     for i, op in enumerate(g.operators):
         name = _op_name(model.operatorCodes[op.opcodeIndex])
+        out = _name(g.tensors[op.outputs[0]].name) if len(op.outputs) else ""
+        if out.startswith(GUARD_PREFIX):  # the guard's float tail: the CPU runs it after the Edge TPU's part
+            verdicts.append(OpVerdict(i, name, out, False, "the out-of-distribution guard, float32 on the CPU "
+                                                           "by design"))
+            guard += 1
+            continue
         problem = _problem(op, name, g.tensors, model.buffers)
         if problem and split is None:
             split = i
         if split is not None and not problem:
             problem = f"after the split at op {split}: the compiler partitions once, so the rest runs on the CPU"
-        out = _name(g.tensors[op.outputs[0]].name) if len(op.outputs) else ""
         verdicts.append(OpVerdict(i, name, out, not problem, problem or SUPPORTED.get(name, "")))
-    mapped = sum(v.edgetpu for v in verdicts)
+    mapped, model_ops = sum(v.edgetpu for v in verdicts), len(verdicts) - guard
     if split is None:
-        summary = f"all {len(verdicts)} ops are predicted to run on the Edge TPU"
+        summary = f"all {model_ops} ops of the model are predicted to run on the Edge TPU"
     else:
         first = verdicts[split]
-        summary = (f"{mapped} of {len(verdicts)} ops on the Edge TPU; the graph splits at op {split} "
+        summary = (f"{mapped} of {model_ops} ops of the model on the Edge TPU; the graph splits at op {split} "
                    f"({first.op}, {first.output!r}): {first.reason.split(':')[0] if 'after' in first.reason else first.reason}")
-    return {"ops": [asdict(v) for v in verdicts], "split_at": split, "mapped": mapped, "cpu": len(verdicts) - mapped,
-            "summary": summary}
+    if guard:
+        summary += f"; the out-of-distribution guard's {guard} float ops run on the CPU after them"
+    return {"ops": [asdict(v) for v in verdicts], "split_at": split, "mapped": mapped, "cpu": model_ops - mapped,
+            "guard_ops": guard, "summary": summary}
 
 
 def compile_if_available(tflite_path: Path) -> dict:

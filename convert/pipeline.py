@@ -34,6 +34,7 @@ from .errors import ConvertError
 from ..edge.heatmap import Cam
 from .export import cart_model, convert
 from .finetune import FineTune
+from .guard_graph import append_guard
 from .validate import compare, infer_prepared
 from .variants import REFERENCE, VARIANTS
 
@@ -227,7 +228,11 @@ class _Converter:
             tm["distinct_scores"] = int(len(np.unique(pt[:, self.pos] if self.pos is not None else pt, axis=0)))
             tm["agreement_with_fp32"] = float((decide(pt, ref.replace(threshold=threshold)) ==
                                                decide(self.ref["test"], ref)).mean())
-        ood = self._fit_ood(fit_on[1], on_val[1], None if on_test is None else on_test[1], tm) if has_features else {}
+        ood = {}
+        if has_features:
+            detector = self._fit_ood(fit_on[1], on_val[1], None if on_test is None else on_test[1], tm)
+            tfl, guard_at = append_guard(tfl, features_at, detector)  # the cart reads the score from the model
+            ood = {**detector.to_dict(), "output": guard_at}
         blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm, ood=ood))
         return _Run(blob, threshold, vm, tm, pv)
 
@@ -236,13 +241,14 @@ class _Converter:
         train = self.data.splits["train"].x
         return train[np.sort(rng.permutation(len(train))[:OOD_FIT_IMAGES])]
 
-    def _fit_ood(self, train: np.ndarray, val: np.ndarray, test: np.ndarray | None, tm: dict | None) -> dict:
+    def _fit_ood(self, train: np.ndarray, val: np.ndarray, test: np.ndarray | None,
+                 tm: dict | None) -> ood.OodDetector:
         """The out-of-distribution detector of this variant, fitted on its own features of training images,
         its threshold set on validation; with the share of test images it flags, for the record."""
         detector = ood.fit(train, val, OOD_FALSE_ALARM_RATE)
         if tm is not None and test is not None:
             tm["ood_flagged"] = float(np.mean([detector.score(f) > detector.threshold for f in test]))
-        return detector.to_dict()
+        return detector
 
     def _threshold(self, y: np.ndarray, probs: np.ndarray) -> float | None:
         """The operating point of the recipe, chosen on ``y``; None for a multi-class model."""
@@ -292,7 +298,7 @@ class _Converter:
             compiled["differences"] = edgetpu_readiness.compare_with_compiler(static, compiled["compiler_ops"])
         self.readiness_md.append(edgetpu_readiness.markdown(name, static, compiled))
         out = {"summary": static["summary"], "mapped": static["mapped"], "cpu": static["cpu"],
-               "split_at": static["split_at"], "ops": static["ops"],
+               "guard_ops": static["guard_ops"], "split_at": static["split_at"], "ops": static["ops"],
                "compiler": {k: v for k, v in compiled.items() if k != "log"}}
         heatmap = read_contract(blob).heatmap
         if heatmap:

@@ -3,8 +3,10 @@
 A Mahalanobis distance on the penultimate features of the converted model
 itself, kept to the principal directions of the training features plus the
 residual off them (an image the training set never varied along shows up in
-the residual). The model computes the features, on any backend (the Edge
-TPU too); this arithmetic runs on the host, in float.
+the residual). Conversion writes the score into the model as float32 ops after
+its features (convert/guard_graph.py), so the backend that runs the model runs
+the guard too; the arithmetic here, in float64, fits the detector, is the
+reference those ops are tested against, and guards a model converted before.
 """
 
 from __future__ import annotations
@@ -27,21 +29,21 @@ class OodDetector:
     false_alarm_rate: float  # the share of validation images above the threshold, as chosen
 
     def __post_init__(self):
-        # With d = features - mean and proj = components @ d, the distance is
-        #   sum(proj^2 / variances) + (|d|^2 - |proj|^2) / r  =  |d|^2 / r - |W d|^2,
-        # W the components scaled by sqrt(1/r - 1/variance) (the components are orthonormal, and no kept
-        # variance is below the residual's r): one matrix-vector product a call.
-        gain = np.sqrt(np.maximum(1.0 / self.residual_variance - 1.0 / self.variances, 0.0))
-        object.__setattr__(self, "weights", self.components * gain[:, None])
+        # With d = features - mean, p = components @ d and e = d - components.T @ p (what lies off them):
+        #   distance = sum(p^2 / variances) + |e|^2 / r,
+        # positive terms only. (The shorter |d|^2 / r - |W d|^2 cancels to a part in a million, and with
+        # components stored in float32 and a small r it is wrong by percents.) No kept variance is below the
+        # residual's r; 1/r is the weight of a component if one were.
+        object.__setattr__(self, "weights", np.minimum(1.0 / self.variances, 1.0 / self.residual_variance))
         object.__setattr__(self, "inv_residual", 1.0 / self.residual_variance)
 
     def score(self, features: np.ndarray) -> float:
         """Squared Mahalanobis distance per feature dimension (about 1 for a typical training image) of one
-        feature vector (1-D; float32 values are taken exactly, in float64). The runtime's prediction path
-        inlines these three lines; a test holds the two to the same bits."""
+        feature vector (1-D; float32 values are taken exactly, in float64)."""
         d = features - self.mean  # float64, whatever the features' float type
-        u = self.weights.dot(d)  # ndarray.dot: the least numpy overhead for these few hundred values
-        return max(float(d.dot(d)) * self.inv_residual - float(u.dot(u)), 0.0) / d.size
+        p = self.components.dot(d)
+        e = d - p.dot(self.components)
+        return (float((p * p).dot(self.weights)) + float(e.dot(e)) * self.inv_residual) / d.size
 
     def to_dict(self) -> dict:
         k, dim = self.components.shape
@@ -69,7 +71,10 @@ def fit(train: np.ndarray, val: np.ndarray, false_alarm_rate: float = 0.02, keep
     k = int(min(keep, len(values) - 1, (values > floor).sum()))
     rest = values[k:]
     residual = max(float(rest.mean()) if len(rest) else floor, floor)
-    probe = OodDetector(mean, vectors[:, :k].T, np.maximum(values[:k], floor), residual, np.inf, false_alarm_rate)
+    # The arrays rounded as the contract stores them (float32), so the threshold is set on the scores a cart gets.
+    stored = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731
+    probe = OodDetector(stored(mean), stored(vectors[:, :k].T), stored(np.maximum(values[:k], floor)), residual,
+                        np.inf, false_alarm_rate)
     scores = np.array([probe.score(f) for f in val])
     threshold = float(np.quantile(scores, 1 - false_alarm_rate))
     return OodDetector(probe.mean, probe.components, probe.variances, residual, threshold, false_alarm_rate)

@@ -69,10 +69,18 @@ class Model:
         self._features_table = None if self._features_at is None else \
             _table(session.outputs[self._features_at], self._features_quant)
         self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
+        # The guard's score is an output of the model itself (convert/guard_graph.py); a model converted before
+        # that has only the detector's parameters, and the host computes the score from the features.
+        self._guard_at = None if self._ood is None else contract.ood.get("output")
         self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
         self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
-        # The outputs a prediction reads; the feature map only when a heatmap is asked for.
-        self._wanted = (self._scores_at,) + (() if self._features_at is None else (self._features_at,))
+        # The outputs a prediction reads (the features only for a host-computed guard); all of them for infer,
+        # and the feature map as well for a heatmap.
+        host_guard = self._ood is not None and self._guard_at is None
+        self._wanted = (self._scores_at,) + ((self._guard_at,) if self._guard_at is not None else
+                                             (self._features_at,) if host_guard else ())
+        self._wanted_all = tuple(dict.fromkeys(self._wanted + (() if self._features_at is None else
+                                                               (self._features_at,))))
         self._in_spec = contract.input
         self._softmax = contract.activation == "softmax"
         # Set to run DICOMs outside the intended use anyway (`--ignore-intended-use`); each result says so.
@@ -92,10 +100,14 @@ class Model:
             raise ModelError(self.path, f"the contract says input {shape} {c.input.dtype} but the model takes "
                                         f"{tuple(s.input.shape)} {s.input.dtype}; the file was altered after "
                                         "conversion")
-        wanted = [i for i in (c.scores_output, c.features_output, c.heatmap.get("output")) if i is not None]
+        guard = c.ood.get("output") if c.ood else None
+        wanted = [i for i in (c.scores_output, c.features_output, c.heatmap.get("output"), guard) if i is not None]
         if max(wanted) >= len(s.outputs):
             raise ModelError(self.path, f"the contract names output {max(wanted)} but the model has "
                                         f"{len(s.outputs)}; the file was altered after conversion")
+        if guard is not None and (s.outputs[guard].dtype != np.float32 or int(np.prod(s.outputs[guard].shape)) != 1):
+            raise ModelError(self.path, f"output {guard}, the guard's score, is {s.outputs[guard].shape} "
+                                        f"{s.outputs[guard].dtype}, not one float32; the file was altered")
         n_out = int(np.prod(s.outputs[c.scores_output].shape))
         if n_out != len(c.labels):
             raise ModelError(self.path, f"the model has {n_out} scores but the contract names "
@@ -137,22 +149,31 @@ class Model:
             return self._features_table.take(raw.reshape(-1))
         return _dequantize(raw, self._features_quant)
 
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
-        """Prepared input to class scores, the penultimate features (None when the model gives none) and the
-        interpreter's latency in ms."""
-        outputs, scores, ms = self._invoke(x, self._wanted)
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float | None, float]:
+        """Prepared input to class scores, the penultimate features (None when the model gives none), the
+        guard's score (None without a guard) and the interpreter's latency in ms."""
+        outputs, scores, ms = self._invoke(x, self._wanted_all)
         features = None
         if self._features_at is not None:
             features = self._features_of(outputs[self._features_at]).astype(np.float32, copy=False)
-        return scores, features, ms
+        return scores, features, self._guard_score(outputs), ms
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Prepared input to class scores and the interpreter's latency in ms."""
-        scores, _, ms = self.infer(x)
+        scores, _, _, ms = self.infer(x)
         return scores, ms
 
+    def _guard_score(self, outputs: list) -> float | None:
+        """The guard's score from one call's outputs: the model's own, or the host's from the features."""
+        if self._ood is None:
+            return None
+        if self._guard_at is not None:
+            return outputs[self._guard_at].item()
+        return self._ood.score(self._features_of(outputs[self._features_at]))
+
     def ood_score(self, features: np.ndarray | None) -> tuple[bool | None, float | None]:
-        """(in_distribution, score) of an input's features; (None, None) for a model without a detector."""
+        """(in_distribution, score) of an input's features by the host's float64 arithmetic (the reference the
+        model's own guard output is tested against); (None, None) for a model without a detector."""
         if self._ood is None or features is None:
             return None, None
         score = self._ood.score(features)
@@ -163,15 +184,17 @@ class Model:
         """The model gives its last feature map, so a heatmap can be made (``heatmap=True``)."""
         return self._cam is not None
 
-    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, float]:
-        """``infer`` that also returns the last feature map (h x w x C, dequantized) for a heatmap."""
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float | None, np.ndarray, float]:
+        """``infer`` that also returns the last feature map (h x w x C, dequantized) for a heatmap: scores,
+        features, guard score, map, latency."""
         if self._cam is None:
             raise ModelError(self.path, "this model gives no feature map for a heatmap: its head is not global "
                                         "average pooling then dense layers, or it was converted before heatmaps")
-        outputs, scores, ms = self._invoke(x, self._wanted + (self._cam.output,))
+        outputs, scores, ms = self._invoke(x, self._wanted_all + (self._cam.output,))
         features = self._features_of(outputs[self._features_at]).astype(np.float32, copy=False)
         fmap = outputs[self._cam.output]
-        return scores, features, _dequantize(fmap, self._map_quant).reshape(fmap.shape[-3:]), ms
+        return scores, features, self._guard_score(outputs), _dequantize(fmap, self._map_quant).reshape(
+            fmap.shape[-3:]), ms
 
     def heatmap_of(self, scores: np.ndarray, features: np.ndarray, fmap: np.ndarray,
                    image_size: tuple[int, int]) -> Rendered:
@@ -182,14 +205,11 @@ class Model:
         return render(cmap, *image_size, c.preprocess.crop, self._cam.box_fraction)
 
     def result(self, scores: np.ndarray, latency_ms: float, frame: Frame | None = None,
-               features: np.ndarray | None = None) -> Prediction:
-        """Scores (and features) of one input to its Prediction, by the contract's decision rule."""
-        return self._prediction(np.asarray(scores, dtype=np.float32).tolist(), latency_ms, frame, features)
-
-    def _prediction(self, scores: list[float], latency_ms: float, frame: Frame | None,
-                    features: np.ndarray | None) -> Prediction:
-        in_distribution, ood_score = self.ood_score(features)
-        return self._record(scores, latency_ms, frame, in_distribution, ood_score)
+               ood_score: float | None = None) -> Prediction:
+        """Scores (and the guard's score) of one input, as ``infer`` gives them, to its Prediction, by the
+        contract's decision rule."""
+        inside = None if ood_score is None or self._ood is None else ood_score <= self._ood.threshold
+        return self._record(np.asarray(scores, dtype=np.float32).tolist(), latency_ms, frame, inside, ood_score)
 
     def _predictor(self):
         """``_predict(x, frame)``: the interpreter's outputs read in place (no copies) under the lock, straight
@@ -202,11 +222,8 @@ class Model:
         shape = tuple(self._session.outputs[scores_at].shape)
         plain = self._out_table is None and self._out_quant is None and len(shape) == 2 and shape[0] == 1
         softmax = _softmax if self._softmax else None
-        ood = self._ood
-        features_at, table, quant = self._features_at, self._features_table, self._features_quant
-        if ood is not None:
-            mean, weights, inv_residual, threshold = ood.mean, ood.weights, ood.inv_residual, ood.threshold
-            size = mean.size
+        ood, guard_at, features_at, features_of = self._ood, self._guard_at, self._features_at, self._features_of
+        threshold = None if ood is None else ood.threshold
 
         def predict(x: np.ndarray, frame: Frame | None) -> Prediction:
             with lock:
@@ -221,16 +238,10 @@ class Model:
                     scores = scores_of(outputs[scores_at])
                 if ood is None:
                     return record(scores, ms, frame, None, None)
-                raw = outputs[features_at].reshape(-1)
-                # OodDetector.score, inlined: the features (by table when 8-bit) less the mean, in float64
-                if table is not None:
-                    d = table.take(raw) - mean
-                elif quant is None:
-                    d = raw - mean
-                else:
-                    d = _dequantize(raw, quant) - mean
-                u = weights.dot(d)
-                score = max(float(d.dot(d)) * inv_residual - float(u.dot(u)), 0.0) / size
+                if guard_at is not None:  # the model computed it: one float32 to read
+                    score = outputs[guard_at].item()
+                else:  # a model converted before the guard moved into it
+                    score = ood.score(features_of(outputs[features_at]))
                 return record(scores, ms, frame, score <= threshold, score)
         return predict
 
@@ -271,9 +282,9 @@ class Model:
         x = self.prepare(frame) if x is None else x
         if not heatmap:
             return self._predict(x, frame)
-        scores, features, fmap, ms = self.explain(x)
+        scores, features, guard, fmap, ms = self.explain(x)
         drawn = self.heatmap_of(scores, features, fmap, frame.image_size)
-        return dataclasses.replace(self.result(scores, ms, frame, features), heatmap=drawn.image, peak=drawn.peak,
+        return dataclasses.replace(self.result(scores, ms, frame, guard), heatmap=drawn.image, peak=drawn.peak,
                                    box=drawn.box)
 
 

@@ -111,15 +111,15 @@ def _worker(conn, model_path: str, stderr_path: str) -> None:
         try:
             if kind == "model":
                 m = load(data, backend="cpu")
-                scores, features, ms = m.infer(probe)
-                text, outcome = json.dumps(m.result(scores, ms, features=features).record()), "ok"
+                scores, _, guard, ms = m.infer(probe)
+                text, outcome = json.dumps(m.result(scores, ms, ood_score=guard).record()), "ok"
             else:
                 status, payload = decode(str(path), model.contract, model.reading_rules())
                 if status == "ok":
                     recs = []
                     for frame, x in payload:
-                        scores, features, ms = model.infer(x)
-                        recs.append(model.result(scores, ms, frame, features).record())
+                        scores, _, guard, ms = model.infer(x)
+                        recs.append(model.result(scores, ms, frame, guard).record())
                     text = json.dumps(recs)
                 else:
                     text = json.dumps({"file": str(path), "status": status, "detail": payload})

@@ -11,7 +11,7 @@ from medlite.cli import main
 from medlite.convert import edgetpu_readiness
 from medlite.convert.pipeline import ConvertError, ConvertOptions, convert_bundle
 from medlite.convert.finetune import FineTune
-from medlite.edge import load, read_contract
+from medlite.edge import Frame, load, read_contract
 from medlite.convert.variants import NAMES, parse_variants
 
 pytestmark = pytest.mark.slow  # every test here trains or converts with TensorFlow
@@ -284,3 +284,27 @@ def test_the_converter_given_only_the_weights_writes_the_bytes_it_writes_given_t
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(export, "converter_for", given_the_keras_model)
             assert export.convert(cart, variant, calibration=calibration, n_calibration=20) == light, variant
+
+
+def test_every_variant_computes_its_guard_in_the_graph(all_variants, data_dir):
+    """Each variant's own guard output (float32 ops after int8, int16, float16 or float features) against the
+    detector's float64 arithmetic on the same call's features, on 40 real test images; on the Edge TPU
+    variants the readiness check reports the guard's ops as the CPU's, after the Edge TPU's part."""
+    from medlite.convert.guard_graph import PREFIX
+    from medlite.measure import datasets
+
+    out, manifest = all_variants
+    images = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:40]
+    for e in manifest["variants"]:
+        model = load(out / e["file"])
+        assert model.contract.ood["output"] == len(model._session.outputs) - 1, e["variant"]
+        for img in images:
+            _, features, guard, _ = model.infer(model.prepare(Frame(img.astype(np.float32)[..., None])))
+            _, host = model.ood_score(features)
+            assert guard == pytest.approx(host, rel=1e-4), e["variant"]
+        if "edgetpu" in e:
+            ops, n = e["edgetpu"]["ops"], e["edgetpu"]["guard_ops"]
+            assert n == 9 and all(o["output"].startswith(PREFIX) and not o["edgetpu"] for o in ops[-n:])
+            assert not any(o["output"].startswith(PREFIX) for o in ops[:-n])
+            assert e["edgetpu"]["cpu"] == sum(not o["edgetpu"] for o in ops[:-n])
+            assert "guard's 9 float ops run on the CPU" in e["edgetpu"]["summary"]

@@ -59,7 +59,7 @@ def test_the_fp32_heatmap_is_tensorflows_gradcam_on_the_same_weights(bundle, fp3
     for img in images:
         frame = frame_of(img)
         x = model.prepare(frame)
-        scores, features, fmap, _ = model.explain(x)
+        scores, features, _, fmap, _ = model.explain(x)
         ours = cam.class_map(fmap, features, pos)
         reference, logit = _gradcam_with_tensorflow(keras_model, x[0].astype(np.float32), pos)
         assert ours.shape == reference.shape == fmap.shape[:2]

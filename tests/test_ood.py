@@ -12,13 +12,13 @@ from medlite.measure import datasets
 
 
 def flagged_share(model, sources) -> float:
+    """The share of images the model's own guard output flags, as predictions give it."""
     out = []
     for source in sources:
         for frame in model.frames(source):
-            _, features, _ = model.infer(model.prepare(frame))
-            inside, score = model.ood_score(features)
-            assert isinstance(inside, bool) and score >= 0
-            out.append(not inside)
+            p = model.predict_frame(frame)
+            assert isinstance(p.in_distribution, bool) and p.ood_score >= 0
+            out.append(not p.in_distribution)
     return float(np.mean(out))
 
 
@@ -43,6 +43,52 @@ def test_the_chest_models_guard_flags_breast_ultrasound_and_spares_its_own_test_
     assert flagged_share(model, own_test_frames) <= 0.05
 
 
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_the_guard_inside_the_model_gives_the_hosts_float64_score(demo, data_dir, own_test_frames, variant):
+    """The guard as the model computes it (float32 ops after its features, convert/guard_graph.py) against
+    the detector's float64 arithmetic on the same call's features: 200 of the model's own test images and
+    100 breast ultrasound images, within 1e-4 relative (about 1e-6 typical) and the same decision for every
+    image not within that of the threshold."""
+    model = load(demo / "models" / f"{variant}.tflite")
+    guard_at = model.contract.ood["output"]
+    assert guard_at == len(model._session.outputs) - 1 and guard_at not in (
+        model.contract.scores_output, model.contract.features_output)
+    busi = sorted((data_dir / "busi" / "images").rglob("*.png"))[::5][:100]
+    frames = own_test_frames[:200] + [f for p in busi for f in model.frames(p)]
+    threshold, worst, near = model.contract.ood["threshold"], 0.0, 0
+    for frame in frames:
+        x = model.prepare(frame)
+        _, features, guard, _ = model.infer(x)
+        inside, host = model.ood_score(features)
+        assert model.predict_input(x).ood_score == guard  # predictions read the model's own output
+        worst = max(worst, abs(guard - host) / host)
+        if abs(host - threshold) > 1e-4 * threshold:
+            assert (guard <= threshold) == inside
+        else:
+            near += 1
+    assert worst < 1e-4 and near <= 3
+
+
+def test_a_model_converted_before_the_guard_moved_into_it_is_guarded_by_the_host(int8_model, own_test_frames,
+                                                                                   tmp_path):
+    """A contract whose guard names no output (as every model converted before it did): the runtime computes
+    the score from the features in float64, as OodDetector.score does."""
+    from medlite.convert.contract_writer import embed_contract
+    from medlite.edge.contract import read_contract
+
+    blob = int8_model.read_bytes()
+    old = read_contract(blob)
+    ood = {k: v for k, v in old.ood.items() if k != "output"}
+    path = tmp_path / "older.tflite"
+    path.write_bytes(embed_contract(blob, old.replace(ood=ood)))
+    older, model = load(path), load(int8_model)
+    for frame in own_test_frames[:50]:
+        x = older.prepare(frame)
+        _, features, guard, _ = older.infer(x)
+        assert older.predict_input(x).ood_score == guard == OodDetector.from_dict(ood).score(features)
+        assert guard == pytest.approx(model.predict_input(x).ood_score, rel=1e-4)
+
+
 def test_records_carry_the_guard_and_the_summary_counts_it(int8_model, data_dir, tmp_path, capsys):
     busi = sorted(str(p) for p in (data_dir / "busi" / "images" / "malignant").glob("*.png"))[:10]
     out = tmp_path / "p.jsonl"
@@ -65,13 +111,17 @@ def test_detector_round_trips_and_sets_its_threshold_on_validation():
 
 
 def test_score_is_the_mahalanobis_distance_along_the_components_plus_the_residual():
-    """The one-product form equals the distance written out term by term, on features of real shape."""
+    """The score against the distance written out in float64 from the training covariance's own eigenvectors
+    (each kept direction over its variance, every other over the residual's), on features of real shape:
+    the detector stores its arrays in float32, which costs at most a part in a million."""
     rng = np.random.default_rng(1)
     train = rng.normal(size=(3000, 128)) * rng.uniform(0.1, 3, size=128)
     d = fit(train, rng.normal(size=(300, 128)), keep=48)
+    mean = train.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(train, rowvar=False))
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    weights = np.concatenate([1 / values[:48], np.full(128 - 48, 1 / d.residual_variance)])
     for f in rng.normal(size=(20, 128)) * 2:
-        c = f - d.mean
-        proj = d.components @ c
-        resid = c @ c - proj @ proj
-        expected = (np.sum(proj**2 / d.variances) + resid / d.residual_variance) / c.size
-        assert d.score(f) == pytest.approx(expected, rel=1e-9)
+        expected = float((vectors.T @ (f - mean)) ** 2 @ weights) / 128
+        assert d.score(f) == pytest.approx(expected, rel=1e-6)

@@ -233,8 +233,8 @@ def test_predict_input_gives_what_the_array_path_gives(which, request, data_dir)
     model = load(request.getfixturevalue(which), backend="cpu")
     for x in _real_inputs(model, data_dir):
         fast = model.predict_input(x)
-        scores, features, ms = model.infer(x)
-        slow = model.result(scores, ms, features=features)
+        scores, _, guard, ms = model.infer(x)
+        slow = model.result(scores, ms, ood_score=guard)
         assert fast.scores == slow.scores and fast.label == slow.label and fast.positive == slow.positive
         assert fast.score == slow.score and fast.in_distribution == slow.in_distribution
         assert fast.ood_score == slow.ood_score

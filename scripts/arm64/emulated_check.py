@@ -124,6 +124,7 @@ def load(path: Path) -> dict:
 def compare(x86: dict, arm: dict, exact: bool) -> dict:
     assert x86.keys() == arm.keys(), "different files on the two machines"
     worst, same_label, identical = 0.0, 0, 0
+    guard_worst, same_guard = 0.0, 0  # the guard's score (float32 ops in the graph) and its decision
     for k, a in x86.items():
         b = arm[k]
         assert a["status"] == b["status"] != "error", f"{k}: {a.get('error') or b.get('error')}"
@@ -131,13 +132,18 @@ def compare(x86: dict, arm: dict, exact: bool) -> dict:
             assert a["reason"] == b["reason"], k
             same_label += 1
             identical += 1
+            same_guard += 1
             continue
         diff = max(abs(a["scores"][c] - b["scores"][c]) for c in a["scores"])
         worst = max(worst, diff)
         same_label += a["label"] == b["label"]
         identical += a["scores"] == b["scores"]
-    ok = identical == len(x86) if exact else worst <= FP32_TOLERANCE
-    return {"n": len(x86), "same_label": same_label, "bit_identical": identical, "max_abs_diff": worst, "ok": ok}
+        same_guard += a["in_distribution"] == b["in_distribution"]
+        if a["ood_score"] is not None:
+            guard_worst = max(guard_worst, abs(a["ood_score"] - b["ood_score"]) / max(a["ood_score"], 1e-12))
+    ok = (identical == len(x86) if exact else worst <= FP32_TOLERANCE) and same_guard == same_label == len(x86)
+    return {"n": len(x86), "same_label": same_label, "bit_identical": identical, "max_abs_diff": worst,
+            "same_guard_decision": same_guard, "guard_max_rel_diff": guard_worst, "ok": ok}
 
 
 def main() -> int:
@@ -167,7 +173,8 @@ def main() -> int:
         results[variant] = compare(load(x86_out), load(arm_out), exact)
         r = results[variant]
         print(f"{variant}: {r['n']} predictions, {r['bit_identical']} bit-identical, same label {r['same_label']}, "
-              f"max |score difference| {r['max_abs_diff']:.3g} -> {'OK' if r['ok'] else 'MISMATCH'}")
+              f"max |score difference| {r['max_abs_diff']:.3g}, same guard decision {r['same_guard_decision']} "
+              f"(its score within {r['guard_max_rel_diff']:.2g} relative) -> {'OK' if r['ok'] else 'MISMATCH'}")
     (work / "result.json").write_text(json.dumps(results, indent=1))
     return 0 if all(results[v]["ok"] for v in ("int8", "fp32")) else 1
 
