@@ -1,15 +1,14 @@
 """The out-of-distribution guard written into the converted model, as a float tail after its features.
 
 The host needs no arithmetic of its own then: the interpreter (or the GPU) computes the guard's score in
-the same call as the class scores, and it is one more output. The score is ``OodDetector.score`` in a form
-that float32 holds well: with d = features - mean, p = C d (the principal components) and e = d - C^T p
-(what lies off them), score = (sum p^2 / var + |e|^2 / r) / D. The host's form, |d|^2 / r - |W d|^2,
-cancels to a part in a million and needs float64; this one adds positive terms only.
+the same call as the class scores, and it is one more output. The score is ``OodDetector.score``: with
+d = features - mean, p = C d (the principal components) and e = d - C^T p (what lies off them),
+score = (sum p^2 / var + |e|^2 / r) / D, positive terms only, which float32 holds well. (The earlier
+|d|^2 / r - |W d|^2 cancels to a part in a million and needed float64.)
 
 Ops, all float32: [DEQUANTIZE] SUB FULLY_CONNECTED BATCH_MATMUL SUB CONCATENATION MUL MUL SUM; both products
-read the one k x D matrix of components. Their
-tensors are named ``medlite_guard/...`` so that the Edge TPU readiness check knows them: on an Edge TPU
-they run on the CPU after the TPU's part, by design.
+read the one k x D matrix of components. Their tensors are named ``medlite_guard/...`` so that the Edge TPU
+readiness check knows them: on an Edge TPU they run on the CPU after the TPU's part, by design.
 """
 
 from __future__ import annotations

@@ -76,18 +76,26 @@ def _state(pid: int) -> str:
 
 def test_a_signal_while_a_record_is_written_acts_once_it_is_counted():
     """The window that once let a stopped run's summary miss its last line: a signal while busy waits for
-    release; a second one while the first waits acts at once (a write blocked on a full pipe)."""
+    release; a second one while the first waits acts at once (a write blocked on a full pipe). A SIGINT
+    that the process was started with ignored (a background job's) stays ignored."""
     from medlite.commands.predict import _Held
 
-    counted = False
-    with _Held() as held:
-        held.busy = True
-        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler in this thread, here
-        counted = True
-        with pytest.raises(KeyboardInterrupt):
-            held.release()
-        held.busy = True
-        os.kill(os.getpid(), signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _Held():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal's foreground job has it
+        counted = False
+        with _Held() as held:
+            held.busy = True
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler in this thread, here
+            counted = True
+            with pytest.raises(KeyboardInterrupt):
+                held.release()
+            held.busy = True
             os.kill(os.getpid(), signal.SIGINT)
-    assert counted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert counted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
