@@ -84,7 +84,7 @@ def check(tflite: bytes) -> dict:
     """Per-op verdicts, the predicted split point, and counts."""
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     if len(model.subgraphs) != 1:
-        return {"ops": [], "split_at": 0, "mapped": 0, "cpu": 0,
+        return {"ops": [], "split_at": 0, "mapped": 0, "cpu": 0, "guard_ops": 0,
                 "summary": f"{len(model.subgraphs)} subgraphs: the Edge TPU compiles only single-subgraph models"}
     g = model.subgraphs[0]
     verdicts, split, guard = [], None, 0

@@ -28,11 +28,10 @@ _DEQUANTIZE_VERSION = {_T.UINT8: 1, _T.INT8: 2, _T.INT16: 3, _T.FLOAT16: 3}
 
 
 def guard_constants(detector: OodDetector) -> dict[str, np.ndarray]:
-    """The float32 constants of the tail: the mean, the components, and the scale of
-    each term (the host's min(1/var, 1/r) for a component, 1/r off them, all over D)."""
-    k, dim = detector.components.shape
-    per_component = np.minimum(1.0 / detector.variances, 1.0 / detector.residual_variance)
-    scale = np.concatenate([per_component, np.full(dim, 1.0 / detector.residual_variance)]) / dim
+    """The float32 constants of the tail: the mean, the components, and the square root of each term's
+    weight (the detector's own: its component weights, then 1/r for every value off them; all over D)."""
+    dim = detector.mean.size
+    scale = np.concatenate([detector.weights, np.full(dim, detector.inv_residual)]) / dim
     f32 = np.float32
     return {"mean": detector.mean.astype(f32), "components": detector.components.astype(f32),
             "scale": np.sqrt(scale).astype(f32)[None, :], "axis": np.array([1], np.int32)}

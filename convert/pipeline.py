@@ -228,12 +228,12 @@ class _Converter:
             tm["distinct_scores"] = int(len(np.unique(pt[:, self.pos] if self.pos is not None else pt, axis=0)))
             tm["agreement_with_fp32"] = float((decide(pt, ref.replace(threshold=threshold)) ==
                                                decide(self.ref["test"], ref)).mean())
-        ood = {}
+        guard = {}
         if has_features:
             detector = self._fit_ood(fit_on[1], on_val[1], None if on_test is None else on_test[1], tm)
             tfl, guard_at = append_guard(tfl, features_at, detector)  # the cart reads the score from the model
-            ood = {**detector.to_dict(), "output": guard_at}
-        blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm, ood=ood))
+            guard = {**detector.to_dict(), "output": guard_at}
+        blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm, ood=guard))
         return _Run(blob, threshold, vm, tm, pv)
 
     def _ood_fit_images(self) -> np.ndarray:

@@ -72,9 +72,9 @@ def fit(train: np.ndarray, val: np.ndarray, false_alarm_rate: float = 0.02, keep
     rest = values[k:]
     residual = max(float(rest.mean()) if len(rest) else floor, floor)
     # The arrays rounded as the contract stores them (float32), so the threshold is set on the scores a cart gets.
-    stored = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731
-    probe = OodDetector(stored(mean), stored(vectors[:, :k].T), stored(np.maximum(values[:k], floor)), residual,
-                        np.inf, false_alarm_rate)
+    mean, components, variances = (np.asarray(a, np.float32).astype(np.float64)
+                                   for a in (mean, vectors[:, :k].T, np.maximum(values[:k], floor)))
+    probe = OodDetector(mean, components, variances, residual, np.inf, false_alarm_rate)
     scores = np.array([probe.score(f) for f in val])
     threshold = float(np.quantile(scores, 1 - false_alarm_rate))
     return OodDetector(probe.mean, probe.components, probe.variances, residual, threshold, false_alarm_rate)

@@ -76,9 +76,8 @@ class Model:
         self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
         # The outputs a prediction reads (the features only for a host-computed guard); all of them for infer,
         # and the feature map as well for a heatmap.
-        host_guard = self._ood is not None and self._guard_at is None
-        self._wanted = (self._scores_at,) + ((self._guard_at,) if self._guard_at is not None else
-                                             (self._features_at,) if host_guard else ())
+        guard_reads = self._features_at if self._guard_at is None else self._guard_at
+        self._wanted = (self._scores_at,) + (() if self._ood is None else (guard_reads,))
         self._wanted_all = tuple(dict.fromkeys(self._wanted + (() if self._features_at is None else
                                                                (self._features_at,))))
         self._in_spec = contract.input
