@@ -38,7 +38,8 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
     t0 = time.perf_counter()
     result = train(data, config, log_path=out / "train_log.csv", progress=progress)
     pos, pos_how = positive_class(data, config)
-    probs = {s: result.model.predict(a.x, batch_size=512, verbose=0) for s, a in data.splits.items()}
+    # Validation and test only: the training split's scores are used by nothing.
+    probs = {s: result.model.predict(a.x, batch_size=512, verbose=0) for s, a in data.splits.items() if s != "train"}
     test = (data.splits["test"].y, probs["test"]) if "test" in data.splits else None
     threshold, metrics = evaluate((data.splits["val"].y, probs["val"]), test, pos, config, seed=config.seed)
     positive = None if pos is None else data.label_names[pos]

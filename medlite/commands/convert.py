@@ -22,7 +22,7 @@ def register(sub, common) -> None:
     p.add_argument("--float-layers", default="0", help="int8: keep the N layers with the worst quantization error "
                                                       "in float, or 'auto' for the fewest that meet --max-auc-drop")
     p.add_argument("--finetune-epochs", type=int, help="int8-qat and int8-pruned: fine-tuning epochs "
-                                                       "(default 2 for QAT, 3 for pruning)")
+                                                       "(default 1 for each)")
     p.add_argument("--sparsity", type=float, default=0.5, help="int8-pruned: fraction of weights pruned to zero")
     p.add_argument("--data-dir", help="where to find the bundle's training data")
     p.set_defaults(run=run)
