@@ -5,7 +5,8 @@ Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 5
 1. predict on a prepared input (``Model.predict_input``: interpreter call, dequantization, decision,
    result record) against the raw ``set_tensor`` / ``invoke`` / ``get_tensor`` on the same
    interpreter settings and model file, calls interleaved (alternating which goes first) so machine
-   noise hits both alike; in rounds: each round's medians, then the median round and the range.
+   noise hits both alike; in rounds, each with the interpreters loaded afresh: each round's medians, then
+   the median round and the range.
    Models: a MobileNetV2 (alpha 1.0, 224x224 grey, the cart-size case) and the 28x28 demo CNN,
    both fp32 and int8 (calibrated on real chest X-rays).
    Then each step of a prediction timed on its own right after a raw call (the caches as a prediction finds
@@ -87,16 +88,20 @@ def _interleaved(calls: int, a, b) -> tuple[float, float]:
 def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> dict:
     """medlite's predict_input against a separate raw interpreter on the same model, in ``rounds`` rounds of
     ``calls`` interleaved calls; two raw interpreters against each other give the noise floor of that
-    comparison. Ratios are per round (median of its calls), reported as the median round and the range."""
-    model = load(path, backend="cpu", threads=threads)
-    spec = model.contract.input
-    (frame,) = read(np.full((spec.height, spec.width), 128, np.uint8))
-    x = model.prepare(frame)
-    raw, raw2 = _raw(path, threads, model.contract.scores_output), _raw(path, threads, model.contract.scores_output)
-    for _ in range(50):  # warm-up all three
-        raw(x), raw2(x), model.predict_input(x)
+    comparison. Ratios are per round (median of its calls), reported as the median round and the range.
+
+    Every round loads the three afresh: where an instance's buffers land in memory can move all of its calls
+    by a few percent on a small model, so one pair of instances would measure that placement, not the code;
+    the range over rounds shows how far it moves them."""
     ratios, noise, raw_us, medlite_us = [], [], [], []
     for _ in range(rounds):
+        model = load(path, backend="cpu", threads=threads)
+        spec = model.contract.input
+        (frame,) = read(np.full((spec.height, spec.width), 128, np.uint8))
+        x = model.prepare(frame)
+        raw, raw2 = (_raw(path, threads, model.contract.scores_output) for _ in range(2))
+        for _ in range(50):  # warm-up all three
+            raw(x), raw2(x), model.predict_input(x)
         r, m = _interleaved(calls, lambda: raw(x), lambda: model.predict_input(x))
         r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
         ratios.append(m / r), noise.append(r2 / r1), raw_us.append(r), medlite_us.append(m)
@@ -206,7 +211,8 @@ def main():
         models = [make_model(tmp, "mobilenet_v2", 224, v, cal224, alpha=1.0) for v in ("fp32", "int8")]
         models += [make_model(tmp, "small_cnn", 28, v, cal28) for v in ("fp32", "int8")] + list(args.models)
         print(f"predict_input vs a separate raw interpreter (set_tensor/invoke/get_tensor of the scores): "
-              f"{args.rounds} rounds of {args.calls} interleaved calls, each round's medians; the median round's "
+              f"{args.rounds} rounds of {args.calls} interleaved calls, interpreters loaded afresh each round, each "
+              f"round's medians; the median round's "
               f"ratio and the range over rounds; threads={args.threads or 'default'}")
         print("| model | outputs | raw (us) | medlite (us) | added (us) | ratio | range | raw vs a second raw |")
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
