@@ -19,12 +19,13 @@ from ..train.tf import keras, tf
 @dataclass(frozen=True)
 class FineTune:
     # QAT only adapts trained weights to int8: a gentle pass keeps its decisions closest to fp32's.
-    # Epochs and rates were chosen on validation agreement with fp32 (benchmarks/RESULTS.md): one epoch
-    # agreed best on the default recipe's model, two and three less.
+    # Epochs and rates were chosen on validation agreement with fp32 (benchmarks/RESULTS.md): on the default
+    # recipe's model one epoch agreed best, two less.
     qat_epochs: int = 1
     qat_learning_rate: float = 1e-5
     # Pruning zeroes half the weights; with distillation these settings gave the best validation agreement
-    # with fp32 among those tried (benchmarks/RESULTS.md): one epoch reaches the sparsity at 70% of its steps.
+    # with fp32 among those tried (benchmarks/RESULTS.md), one epoch better than two or three; it reaches the
+    # sparsity at 70% of its steps.
     prune_epochs: int = 1
     prune_learning_rate: float = 1e-4
     sparsity: float = 0.5  # int8-pruned: fraction of conv and dense weights set to zero
