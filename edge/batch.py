@@ -14,6 +14,8 @@ import glob
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -96,6 +98,20 @@ _job: tuple = ()  # a worker's (contract, intended use, size), sent once when it
 def _set_job(job: tuple) -> None:
     global _job
     _job = job
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """In a worker process: end it once its parent is gone. A parent killed outright (SIGKILL, the OOM killer)
+    shuts no pool down, and its workers would otherwise wait for work for ever."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medlite-parent-watch", daemon=True).start()
 
 
 def decode_in_worker(file: str):
@@ -137,7 +153,7 @@ def _start_pool(workers: int, ctx, job: tuple) -> ProcessPoolExecutor | None:
 
 def decode_isolated(file: str, job: tuple, ctx):
     """Decode one file in a single-use process: the way to tell a file that kills its decoder."""
-    with ProcessPoolExecutor(1, mp_context=ctx) as one:
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_exit_with_parent) as one:
         try:
             return one.submit(decode, file, *job).result()
         except BrokenProcessPool:

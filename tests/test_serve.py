@@ -122,6 +122,27 @@ def reports_at(folder: Path) -> dict[str, pydicom.Dataset]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running: it exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -203,7 +224,10 @@ def test_pacs_down_node_killed_nothing_acknowledged_is_lost(int8_model, dicom_di
     statuses = send(images, node_port)
     acknowledged = {uid for uid, s in statuses.items() if s == 0}
     assert len(acknowledged) == 20
+    workers = children(node.proc.pid)
+    assert workers, "the node had no worker processes to leave behind"
     node.stop(signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=10)  # no orphans left running
     left = list((tmp_path / "node" / "incoming").glob("*.dcm"))
     waiting = list((tmp_path / "node" / "outbox").glob("*.dcm"))
     assert left, "the node had analysed everything before the kill; the test proves nothing"
