@@ -11,10 +11,11 @@ import dataclasses
 import hashlib
 import math
 import os
+import struct
 import threading
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,8 @@ from .preprocess import prepare, quantize
 from .readers import read
 
 
+# Two floats rounded to float32 as C casts them (native struct format), as array("f") does, in fewer steps.
+_FLOAT32_PAIR = struct.Struct("2f")
 SCORES_SEEN = 4096  # distinct score codes of an 8-bit model whose scores are kept (a few KiB each thousand)
 
 
@@ -124,19 +127,20 @@ class Model:
             t0 = time.perf_counter()
             outputs = self._session.run(x, wanted)
             dt = time.perf_counter() - t0
-        return outputs, np.array(self._scores_of(outputs[self._scores_at]), dtype=np.float32), dt * 1e3
+        scores = self._scores_of(outputs[self._scores_at].reshape(-1))
+        return outputs, np.array(scores, dtype=np.float32), dt * 1e3
 
-    def _scores_of(self, raw: np.ndarray) -> list[float]:
-        """The scores output as Python floats holding float32 values: dequantized, the activation applied.
+    def _scores_of(self, raw: np.ndarray | memoryview) -> list[float]:
+        """The scores output (flat) as Python floats holding float32 values: dequantized, the activation applied.
         An 8-bit output's scores depend on its codes alone, so they are computed once per distinct codes."""
         if self._out_table is None:
-            scores = _dequantize(raw, self._out_quant).tolist()
+            scores = _dequantize(np.asarray(raw), self._out_quant).tolist()
             return _softmax(scores) if self._softmax else scores
         key = raw.tobytes()
         scores = self._scores_seen.get(key)
         if scores is None:
             table = self._out_table
-            scores = [table[q] for q in raw.reshape(-1).tolist()]
+            scores = [table[q] for q in raw.tolist()]
             scores = _softmax(scores) if self._softmax else scores
             if len(self._scores_seen) < SCORES_SEEN:
                 self._scores_seen[key] = scores
@@ -215,11 +219,9 @@ class Model:
         into the Prediction. Built once per model as a closure over everything a call reads: a small model's
         interpreter call leaves the host's caches cold, and after it each attribute looked up and each
         intermediate object costs a cache miss (benchmarks/RESULTS.md, "What medlite adds to LiteRT")."""
-        lock, clock, run, wanted = self._lock, time.perf_counter, self._session.run, self._wanted
+        lock, clock, call = self._lock, time.perf_counter, self._session.bind(self._wanted)
         scores_at, scores_of, record = self._scores_at, self._scores_of, self._record
-        # Float scores of shape (1, n), the usual case, are read inline; anything else through _scores_of.
-        shape = tuple(self._session.outputs[scores_at].shape)
-        plain = self._out_table is None and self._out_quant is None and len(shape) == 2 and shape[0] == 1
+        plain = self._out_table is None and self._out_quant is None  # float scores, read as they are
         softmax = _softmax if self._softmax else None
         ood, guard_at, features_at, features_of = self._ood, self._guard_at, self._features_at, self._features_of
         threshold = None if ood is None else ood.threshold
@@ -227,10 +229,10 @@ class Model:
         def predict(x: np.ndarray, frame: Frame | None) -> Prediction:
             with lock:
                 t0 = clock()
-                outputs = run(x, wanted, False)
+                outputs = call(x)
                 ms = (clock() - t0) * 1e3
                 if plain:
-                    scores = outputs[scores_at].tolist()[0]
+                    scores = outputs[scores_at].tolist()
                     if softmax is not None:
                         scores = softmax(scores)
                 else:
@@ -238,10 +240,10 @@ class Model:
                 if ood is None:
                     return record(scores, ms, frame, None, None)
                 if guard_at is not None:  # the model computed it: one float32 to read
-                    score = outputs[guard_at].item()
+                    score = outputs[guard_at][0]
                 else:  # a model converted before the guard moved into it
-                    score = ood.score(features_of(outputs[features_at]))
-                return record(scores, ms, frame, score <= threshold, score)
+                    score = ood.score(features_of(np.asarray(outputs[features_at])))
+            return record(scores, ms, frame, score <= threshold, score)
         return predict
 
     def reading_rules(self) -> IntendedUse | None:
@@ -287,19 +289,19 @@ class Model:
                                    box=drawn.box)
 
 
-def _softmax(logits: list[float]) -> list[float]:
+def _softmax(logits: list[float]) -> Sequence[float]:
     """Softmax in float64 with libm's exp, element by element, rounded to float32: numpy's vectorised exp
     differs between x86-64 and arm64 in the last bit, and a cart must give the scores the workstation
-    validated, to the bit."""
+    validated, to the bit. (A tuple for two logits, a list otherwise.)"""
     if len(logits) == 2:  # the same bits for finite logits, written out: exp(0) is 1, and fsum of two is 1 + e
         a, b = logits
         if a >= b:
             e = math.exp(b - a)
             total = 1.0 + e
-            return array("f", (1.0 / total, e / total)).tolist()
+            return _FLOAT32_PAIR.unpack(_FLOAT32_PAIR.pack(1.0 / total, e / total))
         e = math.exp(a - b)
         total = 1.0 + e
-        return array("f", (e / total, 1.0 / total)).tolist()
+        return _FLOAT32_PAIR.unpack(_FLOAT32_PAIR.pack(e / total, 1.0 / total))
     top = max(logits)
     e = [math.exp(v - top) for v in logits]
     total = math.fsum(e)

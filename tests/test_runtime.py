@@ -224,6 +224,26 @@ def test_cpu_session_reads_litert_buffers_in_place_and_they_follow_every_call(in
         session.run(xs[0].astype(np.float32))
 
 
+def test_bound_call_reads_what_run_reads_on_the_fast_and_the_generic_path(int8_model, data_dir):
+    """A prediction's bound call (LiteRT's SetTensor, flat memoryviews on the output buffers) and the generic
+    one every other backend gets (run, then each output flattened) read what run copies, call after call;
+    a wrong input is refused with the model's input named, before anything runs."""
+    from medlite.edge.backends.session import Session
+
+    model = load(int8_model, backend="cpu")
+    session = model._session
+    fast, generic = session.bind(model._wanted), Session.bind(session, model._wanted)
+    for x in _real_inputs(model, data_dir, 10):
+        expected = [o.reshape(-1).tolist() for o in session.run(x)]
+        assert [o.tolist() for o in fast(x)] == expected
+        assert [o.tolist() for o in generic(x)] == expected
+        for o, info in zip(fast(x), session.outputs):  # Python numbers, not numpy scalars
+            assert {type(v) for v in o.tolist()} == {float if info.dtype.kind == "f" else int}
+    for bad in (x.astype(np.float32), x[0], x[:, :, :-1]):
+        with pytest.raises(ValueError, match=r"the model takes \(1, 28, 28, 1\) int8"):
+            fast(bad)
+
+
 # slow by hand: conftest marks tests by the fixtures they name, and this one asks for its model by value
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["int8_model", "fp32_model"])
@@ -357,5 +377,5 @@ def test_two_class_softmax_is_the_general_softmax_to_the_bit():
     cases = [[0.0, 0.0], [3.5, 3.5], [-800.0, 800.0], [800.0, -800.0], [1e-30, -1e-30], [17.0, 16.999999]]
     cases += rng.normal(0, 8, size=(2000, 2)).astype(np.float32).tolist()
     for logits in cases:
-        assert _softmax(logits) == general(logits), logits
-    assert _softmax([1.0, 2.0, 3.0]) == general([1.0, 2.0, 3.0])
+        assert list(_softmax(logits)) == general(logits), logits
+    assert list(_softmax([1.0, 2.0, 3.0])) == general([1.0, 2.0, 3.0])

@@ -105,8 +105,9 @@ class GpuSession(Session):
         key = sig.get("key", "") if isinstance(sig, dict) else ""
         inp = next(iter(self._cm.get_input_tensor_details(key).values()))
         outs = list(self._cm.get_output_tensor_details(key).values())
-        self.input = TensorInfo(tuple(inp["shape"]), np.dtype(inp["dtype"]), quantization(inp))
-        self.outputs = tuple(TensorInfo(tuple(o["shape"]), np.dtype(o["dtype"]), quantization(o)) for o in outs)
+        self.input = TensorInfo(tuple(map(int, inp["shape"])), np.dtype(inp["dtype"]), quantization(inp))
+        self.outputs = tuple(TensorInfo(tuple(map(int, o["shape"])), np.dtype(o["dtype"]), quantization(o))
+                             for o in outs)
         self._inputs = self._cm.create_input_buffers(0)
         self._outputs = self._cm.create_output_buffers(0)
 

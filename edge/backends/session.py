@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,3 +47,20 @@ class Session:
 
     def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None, copy: bool = True) -> list[np.ndarray | None]:
         raise NotImplementedError
+
+    def bind(self, wanted: tuple[int, ...]) -> Callable[[np.ndarray], Sequence]:
+        """The call a prediction makes: ``call(x)`` runs one input and returns the outputs, each flattened to
+        one dimension (the ``wanted`` ones at least; others may be None), as arrays or memoryviews whose
+        ``tolist()`` gives Python numbers, valid until the next call (read them under the caller's lock)."""
+        run = self.run
+
+        def call(x: np.ndarray) -> list:
+            return [None if o is None else flat(o) for o in run(x, wanted, False)]
+        return call
+
+
+def flat(a: np.ndarray) -> memoryview | np.ndarray:
+    """``a`` as one dimension: a memoryview where Python reads its type (all but float16), since its tolist()
+    and indexing are short loops in Python itself, where numpy's go through its dtype machinery."""
+    a = a.reshape(-1)
+    return a if a.dtype == np.float16 else memoryview(a)
