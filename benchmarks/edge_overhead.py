@@ -1,6 +1,6 @@
 """What medlite.edge adds on top of the LiteRT runtime, and what the decoding worker pool gains.
 
-Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 500] [--rounds 5]
+Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 600] [--rounds 9]
 
 1. predict on a prepared input (``Model.predict_input``: interpreter call, dequantization, decision,
    result record) against the raw ``set_tensor`` / ``invoke`` / ``get_tensor`` on the same
@@ -10,7 +10,8 @@ Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 5
    Models: a MobileNetV2 (alpha 1.0, 224x224 grey, the cart-size case) and the 28x28 demo CNN,
    both fp32 and int8 (calibrated on real chest X-rays).
    Then each step of a prediction timed on its own right after a raw call (the caches as a prediction finds
-   them: a 28x28 model's call leaves the host code cold, and each numpy call then costs microseconds). The
+   them: a 28x28 model's call leaves the host code cold, and each numpy call then costs microseconds), and
+   two ways of writing the input: numpy's assignment into a view of it, and LiteRT's SetTensor. The
    out-of-distribution guard is part of the demo models' graph: the raw call computes it too.
 2. ``medlite predict``'s folder run over the shared DICOMs repeated to 200 files: decoding in a
    pool of 2 worker processes against strictly sequential decode-then-infer, same model.
@@ -124,8 +125,16 @@ def breakdown(path: Path, calls: int) -> dict:
     x = model.prepare(frame)
     raw_call = _raw(path, None, model.contract.scores_output)
     call, clock, guard_at = model._session.bind(model._wanted), time.perf_counter, model._guard_at
+    # How the input goes in, on an interpreter of its own: numpy's assignment into a view of the input buffer
+    # (medlite's earlier way) against LiteRT's SetTensor (its way now).
+    from ai_edge_litert.interpreter import Interpreter
+
+    probe = Interpreter(model_content=path.read_bytes())
+    probe.allocate_tensors()
+    index = probe.get_input_details()[0]["index"]
+    view, set_tensor = probe.tensor(index)(), probe._interpreter.SetTensor
     names = ("raw call", "bound call (zero-copy)", "scores", "guard (the model's output)", "record",
-             "predict_input")
+             "predict_input", "input by numpy assignment into a view", "input by SetTensor")
     times: dict[str, list[float]] = {k: [] for k in names}
     for k in range(calls + 50):
         t0 = clock()
@@ -143,8 +152,16 @@ def breakdown(path: Path, calls: int) -> dict:
         t6 = clock()
         model.predict_input(x)
         t7 = clock()
+        raw_call(x)
+        t8 = clock()
+        view[...] = x
+        t9 = clock()
+        raw_call(x)
+        t10 = clock()
+        set_tensor(index, x)
+        t11 = clock()
         if k >= 50:  # warm-up
-            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t7 - t6)):
+            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t7 - t6, t9 - t8, t11 - t10)):
                 times[name].append(dt)
     return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
 
@@ -193,8 +210,8 @@ def folder_run(model_path: Path, dicom_dir: Path, copies: int) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=os.environ.get("MEDLITE_DATA_DIR", "../shared/data"))
-    ap.add_argument("--calls", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=5, help="rounds of --calls interleaved calls per model")
+    ap.add_argument("--calls", type=int, default=600)
+    ap.add_argument("--rounds", type=int, default=9, help="rounds of --calls interleaved calls per model")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--models", nargs="*", type=Path, default=[],
                     help="medlite models to measure too, e.g. medlite-out/models/int8.tflite (logits, features, guard)")

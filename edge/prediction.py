@@ -55,27 +55,33 @@ class Prediction:
 
 def recorder(model) -> Callable[..., Prediction]:
     """``record(scores, latency_ms, frame, in_distribution, ood_score)`` for a loaded ``Model``: the frozen
-    Prediction, its fields given in one dict display (the dataclass's own __init__ sets its 17 fields one
-    object.__setattr__ at a time, and a template copied and filled in costs a step per field)."""
+    Prediction, filled in directly from a template of the fields that are the same in every call (the
+    dataclass's own __init__ sets its 17 fields one object.__setattr__ at a time)."""
     contract = model.contract
     labels, decide, pos = contract.labels, decider(contract), contract.positive_index
     binary, new, set_dict = thresholded(contract), object.__new__, object.__setattr__
     pair = len(labels) == 2  # two labels: their scores as a dict literal, cheaper than dict(zip(...))
     first, second = labels[:2] if pair else (None, None)
-    threshold, backend, sha256 = contract.threshold, model.backend, model.sha256
+    template = {"label": None, "scores": None, "positive": None, "score": None, "threshold": contract.threshold,
+                "backend": model.backend, "latency_ms": None, "model_sha256": model.sha256, "file": None,
+                "frame": None, "sop_instance_uid": None, "intended_use_ignored": False, "in_distribution": None,
+                "ood_score": None, "heatmap": None, "peak": None, "box": None}
 
     def record(scores: Sequence[float], latency_ms: float, frame: Frame | None, in_distribution: bool | None,
                ood_score: float | None) -> Prediction:
         index = decide(scores)
-        file, number, uid = (None, None, None) if frame is None else (frame.file, frame.frame, frame.sop_instance_uid)
+        fields = template.copy()
+        fields["label"], fields["latency_ms"] = labels[index], latency_ms
+        fields["scores"] = {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores))
+        if pos is not None:
+            fields["score"] = scores[pos]
+            fields["positive"] = index == pos if binary else None
+        if frame is not None:
+            fields["file"], fields["frame"], fields["sop_instance_uid"] = frame.file, frame.frame, \
+                frame.sop_instance_uid
+        fields["in_distribution"], fields["ood_score"] = in_distribution, ood_score
+        fields["intended_use_ignored"] = model.intended_use_ignored  # set after loading, by the command line
         p = new(Prediction)
-        set_dict(p, "__dict__", {
-            "label": labels[index],
-            "scores": {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores)),
-            "positive": index == pos if binary else None, "score": None if pos is None else scores[pos],
-            "threshold": threshold, "backend": backend, "latency_ms": latency_ms, "model_sha256": sha256,
-            "file": file, "frame": number, "sop_instance_uid": uid,
-            "intended_use_ignored": model.intended_use_ignored,  # set after loading, by the command line
-            "in_distribution": in_distribution, "ood_score": ood_score, "heatmap": None, "peak": None, "box": None})
+        set_dict(p, "__dict__", fields)
         return p
     return record
