@@ -55,12 +55,18 @@ def make_model(folder: Path, family: str, size: int, variant: str, calibration: 
     return path
 
 
-def _raw(path: Path, threads: int | None, output: int):
-    """A separate LiteRT interpreter, called as a user would: set the input, invoke, read the scores."""
+def _interpreter(path: Path, threads: int | None = None):
+    """A separate LiteRT interpreter of the file, its tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
-    raw = Interpreter(model_content=path.read_bytes(), num_threads=threads)
-    raw.allocate_tensors()
+    interpreter = Interpreter(model_content=path.read_bytes(), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _raw(path: Path, threads: int | None, output: int):
+    """A separate LiteRT interpreter, called as a user would: set the input, invoke, read the scores."""
+    raw = _interpreter(path, threads)
     i_in, i_out = raw.get_input_details()[0]["index"], raw.get_output_details()[output]["index"]
 
     def call(x):
@@ -127,10 +133,7 @@ def breakdown(path: Path, calls: int) -> dict:
     call, clock, guard_at = model._session.bind(model._wanted), time.perf_counter, model._guard_at
     # How the input goes in, on an interpreter of its own: numpy's assignment into a view of the input buffer
     # (medlite's earlier way) against LiteRT's SetTensor (its way now).
-    from ai_edge_litert.interpreter import Interpreter
-
-    probe = Interpreter(model_content=path.read_bytes())
-    probe.allocate_tensors()
+    probe = _interpreter(path)
     index = probe.get_input_details()[0]["index"]
     view, set_tensor = probe.tensor(index)(), probe._interpreter.SetTensor
     names = ("raw call", "bound call (zero-copy)", "scores", "guard (the model's output)", "record",

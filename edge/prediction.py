@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -62,26 +62,24 @@ def recorder(model) -> Callable[..., Prediction]:
     binary, new, set_dict = thresholded(contract), object.__new__, object.__setattr__
     pair = len(labels) == 2  # two labels: their scores as a dict literal, cheaper than dict(zip(...))
     first, second = labels[:2] if pair else (None, None)
-    template = {"label": None, "scores": None, "positive": None, "score": None, "threshold": contract.threshold,
-                "backend": model.backend, "latency_ms": None, "model_sha256": model.sha256, "file": None,
-                "frame": None, "sop_instance_uid": None, "intended_use_ignored": False, "in_distribution": None,
-                "ood_score": None, "heatmap": None, "peak": None, "box": None}
+    template = dict.fromkeys(f.name for f in fields(Prediction))  # every field, in the dataclass's order
+    template.update(threshold=contract.threshold, backend=model.backend, model_sha256=model.sha256)
 
     def record(scores: Sequence[float], latency_ms: float, frame: Frame | None, in_distribution: bool | None,
                ood_score: float | None) -> Prediction:
         index = decide(scores)
-        fields = template.copy()
-        fields["label"], fields["latency_ms"] = labels[index], latency_ms
-        fields["scores"] = {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores))
+        values = template.copy()
+        values["label"], values["latency_ms"] = labels[index], latency_ms
+        values["scores"] = {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores))
         if pos is not None:
-            fields["score"] = scores[pos]
-            fields["positive"] = index == pos if binary else None
+            values["score"] = scores[pos]
+            values["positive"] = index == pos if binary else None
         if frame is not None:
-            fields["file"], fields["frame"], fields["sop_instance_uid"] = frame.file, frame.frame, \
+            values["file"], values["frame"], values["sop_instance_uid"] = frame.file, frame.frame, \
                 frame.sop_instance_uid
-        fields["in_distribution"], fields["ood_score"] = in_distribution, ood_score
-        fields["intended_use_ignored"] = model.intended_use_ignored  # set after loading, by the command line
+        values["in_distribution"], values["ood_score"] = in_distribution, ood_score
+        values["intended_use_ignored"] = model.intended_use_ignored  # set after loading, by the command line
         p = new(Prediction)
-        set_dict(p, "__dict__", fields)
+        set_dict(p, "__dict__", values)
         return p
     return record
