@@ -32,6 +32,7 @@ from medlite.convert.contract_writer import embed_contract
 from medlite.convert.export import cart_model, convert
 from medlite.convert.guard_graph import append_guard
 from medlite.convert.pipeline import input_spec_of, outputs_of
+from medlite.convert.variants import VARIANTS
 from medlite.edge import Frame, load
 from medlite.edge.ood import fit
 from medlite.measure import datasets
@@ -42,9 +43,10 @@ from medlite.train.models import build
 
 
 def make_model(folder: Path, family: str, size: int, variant: str, calibration: np.ndarray, **options) -> Path:
-    """Built as conversion builds it: logits and features as outputs (no guard: too few images here to fit one)."""
-    keras_model, activation, has_features, _ = cart_model(build(family, input_shape=(size, size, 1), num_classes=2,
-                                                             **options))
+    """Built as conversion builds it: scores (a float variant's softmax, an integer one's logits) and features
+    as outputs (no guard: too few images here to fit one)."""
+    keras = build(family, input_shape=(size, size, 1), num_classes=2, **options)
+    keras_model, activation, has_features, _ = cart_model(keras, keep_softmax=VARIANTS[variant].float_activations)
     tfl = convert(keras_model, variant, calibration=calibration, n_calibration=len(calibration))
     scores_at, features_at, _ = outputs_of(tfl, 2, has_features)
     contract = Contract(input=input_spec_of(tfl), labels=("normal", "pneumonia"), positive_index=1, threshold=0.5,
@@ -112,7 +114,7 @@ def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> di
         r, m = _interleaved(calls, lambda: raw(x), lambda: model.predict_input(x))
         r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
         ratios.append(m / r), noise.append(r2 / r1), raw_us.append(r), medlite_us.append(m)
-    what = "+".join(k for k, v in (("logits", model.contract.activation == "softmax"),
+    what = "+".join(k for k, v in (("logits" if model.contract.activation == "softmax" else "probabilities", True),
                                    ("features", model.contract.features_output is not None),
                                    ("guard in the graph" if model.contract.ood.get("output") is not None
                                     else "guard", bool(model.contract.ood)),

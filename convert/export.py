@@ -43,21 +43,24 @@ def _explain(variant: str, error: Exception, model) -> str:
     return "; ".join(parts) + f": {first[:400]}"
 
 
-def cart_model(model) -> tuple[object, str, bool, tuple | None]:
+def cart_model(model, keep_softmax: bool = False) -> tuple[object, str, bool, tuple | None]:
     """The model to convert, the activation the runtime applies after it (in float), whether it also outputs
     the penultimate features (for the out-of-distribution guard), and the classifier head when the last
     feature map is a third output (for heatmaps): ``(model, activation, features, head)``.
 
     A model that ends in a softmax is cut before it: full-integer conversion would quantize the softmax's
-    output to 1/256 steps and collapse the ranking of scores. When the logits come from a dense layer on a
-    flat feature vector, that vector becomes a second output; when that vector comes from global average
-    pooling through dense layers (a ReLU after each hidden one), the pooled feature map becomes a third.
+    output to 1/256 steps and collapse the ranking of scores. With ``keep_softmax`` (a variant computing in
+    float, whose softmax keeps the ranking) the softmax stays the scores output and the runtime applies
+    nothing: the cart reads probabilities as they are. When the logits come from a dense layer on a flat
+    feature vector, that vector becomes a second output; when that vector comes from global average pooling
+    through dense layers (a ReLU after each hidden one), the pooled feature map becomes a third.
     """
     last = model.layers[-1]
     inner = getattr(last, "layer", last)  # quantization-aware training wraps every layer
     activation = getattr(getattr(inner, "activation", None), "__name__", "")
     if not (type(inner).__name__ == "Softmax" or (type(inner).__name__ == "Activation" and activation == "softmax")):
         return model, "none", False, None
+    applied = "none" if keep_softmax else "softmax"
     # The layer may belong to several graphs (tfmot's stripping rebuilds the model around the same layers):
     # take the input it has in this model's own graph.
     for node in range(len(last.inbound_nodes)):
@@ -66,16 +69,17 @@ def cart_model(model) -> tuple[object, str, bool, tuple | None]:
             keras.Model(model.inputs, logits)
         except ValueError:  # "Graph disconnected": that node is another graph's
             continue
+        scores = last.get_output_at(node) if keep_softmax else logits
         dense, dense_node, _ = logits._keras_history
         features = dense.get_input_at(dense_node)
         if not isinstance(features, (list, tuple)) and len(features.shape) == 2:
             found = _pooled_head(logits)
             if found is not None:
                 fmap, head = found
-                return (keras.Model(model.inputs, [logits, features, fmap], name=f"{model.name}_cart"), "softmax",
+                return (keras.Model(model.inputs, [scores, features, fmap], name=f"{model.name}_cart"), applied,
                         True, head)
-            return keras.Model(model.inputs, [logits, features], name=f"{model.name}_cart"), "softmax", True, None
-        return keras.Model(model.inputs, logits, name=f"{model.name}_logits"), "softmax", False, None
+            return keras.Model(model.inputs, [scores, features], name=f"{model.name}_cart"), applied, True, None
+        return keras.Model(model.inputs, scores, name=f"{model.name}_cart"), applied, False, None
     return model, "none", False, None
 
 

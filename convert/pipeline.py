@@ -177,7 +177,7 @@ class _Converter:
             flags.update(settings(v.fine_tune, opts.finetune))
             if v.fine_tune == "pruned":
                 extra["sparsity"] = sparsity_of(model)
-        model, activation, has_features, head = cart_model(model)
+        model, activation, has_features, head = cart_model(model, keep_softmax=v.float_activations)
         tfl = convert(model, name, calibration=self.data.splits["train"].x, n_calibration=opts.n_calibration,
                       io_type=opts.io_type, seed=opts.seed)
         seconds = time.perf_counter() - t0

@@ -23,6 +23,11 @@ class Variant:
     layer_errors: bool = False  # per-layer quantization error, and the worst layers kept in float on request
     reference: bool = False  # what every other variant is validated against
 
+    @property
+    def float_activations(self) -> bool:
+        """The graph computes in float (no calibrated ranges): its softmax keeps the ranking of scores."""
+        return not self.calibrated
+
 
 VARIANTS = {v.name: v for v in (
     Variant("fp32", "float32, as trained", reference=True),

@@ -92,7 +92,8 @@ class Contract:
     preprocess: Preprocess = field(default_factory=Preprocess)
     # "softmax": the model ends in logits and the runtime applies softmax in float, so that an integer model's
     # scores keep their ranking (a quantized softmax leaves a few dozen distinct values); "none": the outputs
-    # are the scores already (models written before medlite exported logits).
+    # are the scores already (a variant computing in float keeps its own float softmax, and models written
+    # before medlite exported logits).
     activation: str = "none"
     intended_use: IntendedUse = field(default_factory=IntendedUse)
     scores_output: int = 0  # which of the model's outputs holds the class scores (or logits)

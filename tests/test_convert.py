@@ -215,20 +215,24 @@ def test_float_layers_auto(tiny_bundle, tmp_path, data_dir, monkeypatch):
     assert len(e["flags"]["float_layers"]) == 2 and "no count up to 2 float layers" in e["float_layers_note"]
 
 
-def test_integer_variants_end_in_logits_and_the_runtime_applies_softmax_in_float(all_variants, data_dir):
-    """No quantized SOFTMAX in the graph; the scores are softmax(dequantized logits), computed on the host."""
+def test_calibrated_variants_end_in_logits_and_float_variants_in_their_own_softmax(all_variants, data_dir):
+    """A variant with calibrated (integer) activations has no SOFTMAX in its graph: its scores are
+    softmax(dequantized logits), computed on the host in float. A variant computing in float keeps its float
+    softmax: its scores are its output as it is, probabilities summing to 1."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from medlite.convert.edgetpu_readiness import check
+    from medlite.convert.variants import VARIANTS
     from medlite.measure import datasets
 
     out, manifest = all_variants
     images = datasets.load("pneumoniamnist", data_dir).splits["test"].images[:30]
     for e in manifest["variants"]:
         blob = (out / e["file"]).read_bytes()
-        contract = read_contract(blob)
-        assert contract.activation == "softmax" and contract.features_output is not None and contract.ood
-        if "edgetpu" in e:
-            assert "SOFTMAX" not in {op["op"] for op in e["edgetpu"]["ops"]}
+        contract, in_float = read_contract(blob), VARIANTS[e["variant"]].float_activations
+        assert contract.activation == ("none" if in_float else "softmax"), e["variant"]
+        assert contract.features_output is not None and contract.ood
+        assert ("SOFTMAX" in {op["op"] for op in check(blob)["ops"]}) == in_float, e["variant"]
         model, raw = load(blob, backend="cpu"), Interpreter(model_content=blob)
         raw.allocate_tensors()
         (inp,), outp = raw.get_input_details(), raw.get_output_details()[contract.scores_output]
@@ -236,7 +240,13 @@ def test_integer_variants_end_in_logits_and_the_runtime_applies_softmax_in_float
             x = model.prepare(model.frames(img)[0])
             raw.set_tensor(inp["index"], x)
             raw.invoke()
-            logits = raw.get_tensor(outp["index"]).reshape(-1).astype(np.float64)
+            out_raw = raw.get_tensor(outp["index"]).reshape(-1)
+            if in_float:
+                assert out_raw.dtype == np.float32 and abs(float(out_raw.sum()) - 1) < 1e-5
+                assert np.array_equal(model.run(x)[0], out_raw) and model.predict_input(x).scores == dict(
+                    zip(contract.labels, out_raw.tolist()))
+                continue
+            logits = out_raw.astype(np.float64)
             scale, zero = outp["quantization"]
             logits = (logits - zero) * scale if scale else logits
             expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
