@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,9 +11,13 @@ from .decision import decider, thresholded
 from .frames import Frame
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One image's (or one cine frame's) result, with scores dequantized to probabilities."""
+class Prediction(NamedTuple):
+    """One image's (or one cine frame's) result, with scores dequantized to probabilities.
+
+    Frozen, and a named tuple rather than a dataclass so that the runtime builds it in one C call: after a
+    small model's interpreter call the host's caches are cold, and a dataclass's per-field setup cost more
+    than the rest of a prediction together (benchmarks/RESULTS.md, "What medlite adds to LiteRT"). Change a
+    copy with ``_replace``; equality leaves out the heatmap (an array), as the record does."""
 
     label: str
     scores: dict[str, float]
@@ -32,9 +36,26 @@ class Prediction:
     ood_score: float | None = None  # the detector's distance; above the contract's threshold is out
     # With heatmap=True: the map of the decided class (the positive class of a binary model) as uint8 at the
     # input image's own size, the (x, y) of its peak and the (x0, y0, x1, y1) box around it, in its pixels.
-    heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
+    heatmap: np.ndarray | None = None
     peak: tuple[int, int] | None = None
     box: tuple[int, int, int, int] | None = None
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Prediction):
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __ne__(self, other) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # scores are a dict: a Prediction was never hashable
+
+    def _compared(self) -> tuple:
+        return self[:_HEATMAP] + self[_HEATMAP + 1:]
+
+    def __repr__(self) -> str:
+        return "Prediction(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self) if k != "heatmap") + ")"
 
     def record(self) -> dict:
         """The ``ok`` result record (DESIGN.md, "Result records"): one line of ``predict``'s JSON Lines."""
@@ -53,33 +74,29 @@ class Prediction:
         return rec
 
 
+_HEATMAP = Prediction._fields.index("heatmap")
+
+
 def recorder(model) -> Callable[..., Prediction]:
     """``record(scores, latency_ms, frame, in_distribution, ood_score)`` for a loaded ``Model``: the frozen
-    Prediction, filled in directly from a template of the fields that are the same in every call (the
-    dataclass's own __init__ sets its 17 fields one object.__setattr__ at a time)."""
+    Prediction, its fields written in one tuple in the class's order."""
     contract = model.contract
     labels, decide, pos = contract.labels, decider(contract), contract.positive_index
-    binary, new, set_dict = thresholded(contract), object.__new__, object.__setattr__
+    binary, make = thresholded(contract), tuple.__new__
     pair = len(labels) == 2  # two labels: their scores as a dict literal, cheaper than dict(zip(...))
     first, second = labels[:2] if pair else (None, None)
-    template = dict.fromkeys(f.name for f in fields(Prediction))  # every field, in the dataclass's order
-    template.update(threshold=contract.threshold, backend=model.backend, model_sha256=model.sha256)
+    threshold, backend, sha256 = contract.threshold, model.backend, model.sha256
 
     def record(scores: Sequence[float], latency_ms: float, frame: Frame | None, in_distribution: bool | None,
                ood_score: float | None) -> Prediction:
         index = decide(scores)
-        values = template.copy()
-        values["label"], values["latency_ms"] = labels[index], latency_ms
-        values["scores"] = {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores))
-        if pos is not None:
-            values["score"] = scores[pos]
-            values["positive"] = index == pos if binary else None
+        named = {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores))
+        score = None if pos is None else scores[pos]
+        file = number = uid = None
         if frame is not None:
-            values["file"], values["frame"], values["sop_instance_uid"] = frame.file, frame.frame, \
-                frame.sop_instance_uid
-        values["in_distribution"], values["ood_score"] = in_distribution, ood_score
-        values["intended_use_ignored"] = model.intended_use_ignored  # set after loading, by the command line
-        p = new(Prediction)
-        set_dict(p, "__dict__", values)
-        return p
+            file, number, uid = frame.file, frame.frame, frame.sop_instance_uid
+        # intended_use_ignored is read each call: the command line sets it after loading
+        return make(Prediction, (labels[index], named, index == pos if binary else None, score, threshold, backend,
+                                 latency_ms, sha256, file, number, uid, model.intended_use_ignored,
+                                 in_distribution, ood_score, None, None, None))
     return record

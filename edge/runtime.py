@@ -7,15 +7,11 @@ inference load one ``Model`` per worker (the interpreter is not re-entrant).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import math
 import os
-import struct
 import threading
 import time
-from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +28,9 @@ from .ood import OodDetector
 from .prediction import Prediction, recorder
 from .preprocess import prepare, quantize
 from .readers import read
+from .scores import code_table, dequantize, float32_pair, quant_of, softmax
 
 
-# Two floats rounded to float32 as C casts them (native struct format), as array("f") does, in fewer steps.
-_FLOAT32_PAIR = struct.Struct("2f")
 SCORES_SEEN = 4096  # distinct score codes of an 8-bit model whose scores are kept (a few KiB each thousand)
 
 
@@ -63,20 +58,21 @@ class Model:
         self._check_session(contract, session)
         self._labels = contract.labels
         self._scores_at, self._features_at = contract.scores_output, contract.features_output
-        self._out_quant = _quant(session.outputs[self._scores_at].quant)
-        self._features_quant = None if self._features_at is None else _quant(session.outputs[self._features_at].quant)
+        self._out_quant = quant_of(session.outputs[self._scores_at].quant)
+        self._features_quant = None if self._features_at is None else \
+            quant_of(session.outputs[self._features_at].quant)
         # 8-bit outputs are dequantized by table: the float32 value of each of the 256 codes, computed once.
-        table = _table(session.outputs[self._scores_at], self._out_quant)
+        table = code_table(session.outputs[self._scores_at], self._out_quant)
         self._out_table = None if table is None else table.tolist()
         self._scores_seen: dict[bytes, list[float]] = {}
         self._features_table = None if self._features_at is None else \
-            _table(session.outputs[self._features_at], self._features_quant)
+            code_table(session.outputs[self._features_at], self._features_quant)
         self._ood = OodDetector.from_dict(contract.ood) if contract.ood and self._features_at is not None else None
         # The guard's score is an output of the model itself (convert/guard_graph.py); a model converted before
         # that has only the detector's parameters, and the host computes the score from the features.
         self._guard_at = None if self._ood is None else contract.ood.get("output")
         self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
-        self._map_quant = None if self._cam is None else _quant(session.outputs[self._cam.output].quant)
+        self._map_quant = None if self._cam is None else quant_of(session.outputs[self._cam.output].quant)
         # The outputs a prediction reads (the features only for a host-computed guard); all of them for infer,
         # and the feature map as well for a heatmap.
         guard_reads = self._features_at if self._guard_at is None else self._guard_at
@@ -85,6 +81,7 @@ class Model:
                                                                (self._features_at,))))
         self._in_spec = contract.input
         self._softmax = contract.activation == "softmax"
+        self._pair = float32_pair()  # two-class scores are rounded to float32 through it, under the lock
         # Set to run DICOMs outside the intended use anyway (`--ignore-intended-use`); each result says so.
         self.intended_use_ignored = False
         # Set to decode every DICOM at full resolution (`--full-decode`), not JPEG 2000 at a reduced level.
@@ -123,25 +120,26 @@ class Model:
     def _invoke(self, x: np.ndarray, wanted: tuple[int, ...]) -> tuple[list, np.ndarray, float]:
         """The ``wanted`` outputs, the scores (dequantized, the contract's activation applied in float) and the
         interpreter's latency in ms."""
-        with self._lock:
+        with self._lock:  # the scores too: they are rounded through the model's own pair of float32s
             t0 = time.perf_counter()
             outputs = self._session.run(x, wanted)
             dt = time.perf_counter() - t0
-        scores = self._scores_of(outputs[self._scores_at].reshape(-1))
+            scores = self._scores_of(outputs[self._scores_at].reshape(-1))
         return outputs, np.array(scores, dtype=np.float32), dt * 1e3
 
     def _scores_of(self, raw: np.ndarray | memoryview) -> list[float]:
         """The scores output (flat) as Python floats holding float32 values: dequantized, the activation applied.
-        An 8-bit output's scores depend on its codes alone, so they are computed once per distinct codes."""
+        An 8-bit output's scores depend on its codes alone, so they are computed once per distinct codes.
+        Called under the model's lock."""
         if self._out_table is None:
-            scores = _dequantize(np.asarray(raw), self._out_quant).tolist()
-            return _softmax(scores) if self._softmax else scores
+            scores = dequantize(np.asarray(raw), self._out_quant).tolist()
+            return softmax(scores, self._pair) if self._softmax else scores
         key = raw.tobytes()
         scores = self._scores_seen.get(key)
         if scores is None:
             table = self._out_table
             scores = [table[q] for q in raw.tolist()]
-            scores = _softmax(scores) if self._softmax else scores
+            scores = softmax(scores, self._pair) if self._softmax else scores
             if len(self._scores_seen) < SCORES_SEEN:
                 self._scores_seen[key] = scores
         return scores  # shared with later calls: read, never changed
@@ -150,7 +148,7 @@ class Model:
         """The features output dequantized (float32 values; float64 when read by table)."""
         if self._features_table is not None:
             return self._features_table.take(raw.reshape(-1))
-        return _dequantize(raw, self._features_quant)
+        return dequantize(raw, self._features_quant)
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float | None, float]:
         """Prepared input to class scores, the penultimate features (None when the model gives none), the
@@ -196,7 +194,7 @@ class Model:
         outputs, scores, ms = self._invoke(x, self._wanted_all + (self._cam.output,))
         features = self._features_of(outputs[self._features_at]).astype(np.float32, copy=False)
         fmap = outputs[self._cam.output]
-        return scores, features, self._guard_score(outputs), _dequantize(fmap, self._map_quant).reshape(
+        return scores, features, self._guard_score(outputs), dequantize(fmap, self._map_quant).reshape(
             fmap.shape[-3:]), ms
 
     def heatmap_of(self, scores: np.ndarray, features: np.ndarray, fmap: np.ndarray,
@@ -219,31 +217,39 @@ class Model:
         into the Prediction. Built once per model as a closure over everything a call reads: a small model's
         interpreter call leaves the host's caches cold, and after it each attribute looked up and each
         intermediate object costs a cache miss (benchmarks/RESULTS.md, "What medlite adds to LiteRT")."""
-        lock, clock, call = self._lock, time.perf_counter, self._session.bind(self._wanted)
+        acquire, release = self._lock.acquire, self._lock.release  # bound once: cheaper than `with` cold
+        clock, call, pair = time.perf_counter, self._session.bind(self._wanted), self._pair
         scores_at, scores_of, record = self._scores_at, self._scores_of, self._record
         plain = self._out_table is None and self._out_quant is None  # float scores, read as they are
-        softmax = _softmax if self._softmax else None
+        seen = self._scores_seen if self._out_table is not None else None  # 8-bit scores, by their codes
+        apply_softmax = softmax if self._softmax else None
         ood, guard_at, features_at, features_of = self._ood, self._guard_at, self._features_at, self._features_of
         threshold = None if ood is None else ood.threshold
 
         def predict(x: np.ndarray, frame: Frame | None) -> Prediction:
-            with lock:
+            acquire()
+            try:
                 t0 = clock()
                 outputs = call(x)
                 ms = (clock() - t0) * 1e3
                 if plain:
                     scores = outputs[scores_at].tolist()
-                    if softmax is not None:
-                        scores = softmax(scores)
+                    if apply_softmax is not None:
+                        scores = apply_softmax(scores, pair)
+                elif seen is not None:  # codes seen before: their scores without a call
+                    raw = outputs[scores_at]
+                    scores = seen.get(raw.tobytes()) or scores_of(raw)
                 else:
                     scores = scores_of(outputs[scores_at])
                 if ood is None:
-                    return record(scores, ms, frame, None, None)
-                if guard_at is not None:  # the model computed it: one float32 to read
+                    score = None
+                elif guard_at is not None:  # the model computed it: one float32 to read
                     score = outputs[guard_at][0]
                 else:  # a model converted before the guard moved into it
                     score = ood.score(features_of(np.asarray(outputs[features_at])))
-            return record(scores, ms, frame, score <= threshold, score)
+            finally:
+                release()
+            return record(scores, ms, frame, None if score is None else score <= threshold, score)
         return predict
 
     def reading_rules(self) -> IntendedUse | None:
@@ -285,49 +291,7 @@ class Model:
             return self._predict(x, frame)
         scores, features, guard, fmap, ms = self.explain(x)
         drawn = self.heatmap_of(scores, features, fmap, frame.image_size)
-        return dataclasses.replace(self.result(scores, ms, frame, guard), heatmap=drawn.image, peak=drawn.peak,
-                                   box=drawn.box)
-
-
-def _softmax(logits: list[float]) -> Sequence[float]:
-    """Softmax in float64 with libm's exp, element by element, rounded to float32: numpy's vectorised exp
-    differs between x86-64 and arm64 in the last bit, and a cart must give the scores the workstation
-    validated, to the bit. (A tuple for two logits, a list otherwise.)"""
-    if len(logits) == 2:  # the same bits for finite logits, written out: exp(0) is 1, and fsum of two is 1 + e
-        a, b = logits
-        if a >= b:
-            e = math.exp(b - a)
-            total = 1.0 + e
-            return _FLOAT32_PAIR.unpack(_FLOAT32_PAIR.pack(1.0 / total, e / total))
-        e = math.exp(a - b)
-        total = 1.0 + e
-        return _FLOAT32_PAIR.unpack(_FLOAT32_PAIR.pack(e / total, 1.0 / total))
-    top = max(logits)
-    e = [math.exp(v - top) for v in logits]
-    total = math.fsum(e)
-    return array("f", [v / total for v in e]).tolist()
-
-
-def _dequantize(raw: np.ndarray, quant: tuple[np.float32, np.float32] | None) -> np.ndarray:
-    raw = raw.reshape(-1)
-    if quant is None:
-        return raw.astype(np.float32, copy=False)
-    scale, zero_point = quant
-    return (raw.astype(np.float32) - zero_point) * scale
-
-
-def _table(info, quant: tuple[np.float32, np.float32] | None) -> np.ndarray | None:
-    """For an 8-bit quantized output: the dequantized float32 value of every code, as float64, in byte order,
-    so that an int8 code indexes it directly (negative codes from the end); None for any other output."""
-    if quant is None or info.dtype not in (np.int8, np.uint8):
-        return None
-    codes = np.arange(256, dtype=np.uint8).view(info.dtype)
-    return _dequantize(codes, quant).astype(np.float64)
-
-
-def _quant(q: tuple[float, int] | None) -> tuple[np.float32, np.float32] | None:
-    """An output's quantization as float32 scalars, converted once rather than in every call."""
-    return None if q is None else (np.float32(q[0]), np.float32(q[1]))
+        return self.result(scores, ms, frame, guard)._replace(heatmap=drawn.image, peak=drawn.peak, box=drawn.box)
 
 
 def sha256_bytes(data: bytes) -> str:

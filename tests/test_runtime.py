@@ -13,7 +13,7 @@ import pytest
 from medlite.cli import main
 from medlite.edge import BackendUnavailable, Options, Rejected, load, read_contract
 from medlite.edge.backends import edgetpu, gpu
-from medlite.edge.runtime import _softmax
+from medlite.edge.scores import float32_pair, softmax
 
 
 def test_auto_records_why_each_better_backend_was_passed_over(int8_model):
@@ -136,7 +136,7 @@ def test_prediction_record(int8_model, data_dir):
     assert p.positive == (p.scores["pneumonia"] >= p.threshold)
     assert p.label == ("pneumonia" if p.positive else "normal")
     assert p.backend == model.backend and p.latency_ms > 0 and p.model_sha256 == model.sha256
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # frozen
         p.label = "x"
     json.dumps(p.record())
 
@@ -258,7 +258,34 @@ def test_predict_input_gives_what_the_array_path_gives(which, request, data_dir)
         assert fast.scores == slow.scores and fast.label == slow.label and fast.positive == slow.positive
         assert fast.score == slow.score and fast.in_distribution == slow.in_distribution
         assert fast.ood_score == slow.ood_score
-        assert dataclasses.replace(fast, latency_ms=0) == dataclasses.replace(slow, latency_ms=0)
+        assert fast._replace(latency_ms=0) == slow._replace(latency_ms=0)
+
+
+def test_each_value_of_a_prediction_is_under_its_own_name(int8_model, dicom_dir):
+    """The runtime writes a Prediction as one tuple in the class's field order: on a real DICOM (file, frame
+    and SOP Instance UID set), every field equals the one of a Prediction built by name; equality leaves the
+    heatmap out, and the record carries the same values."""
+    from medlite.edge import Prediction, decide
+
+    model = load(int8_model, backend="cpu")
+    (frame,) = model.frames(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    frame = dataclasses.replace(frame, frame=3)  # as a cine's frame: every field of the frame set
+    x = model.prepare(frame)
+    got = model.predict_frame(frame, x=x)
+    scores, _, guard, _ = model.infer(x)
+    c = model.contract
+    label = int(decide(scores, c))
+    expected = Prediction(label=c.labels[label], scores=dict(zip(c.labels, scores.tolist())),
+                          positive=label == c.positive_index, score=float(scores[c.positive_index]),
+                          threshold=c.threshold, backend="cpu", latency_ms=got.latency_ms, model_sha256=model.sha256,
+                          file=frame.file, frame=frame.frame, sop_instance_uid=frame.sop_instance_uid,
+                          intended_use_ignored=False, in_distribution=guard <= c.ood["threshold"], ood_score=guard)
+    assert frame.file and frame.sop_instance_uid
+    for name in Prediction._fields:
+        assert getattr(got, name) == getattr(expected, name), name
+    assert got == expected and not got != expected
+    assert got._replace(heatmap=np.zeros((2, 2), np.uint8)) == expected  # the heatmap is not compared
+    assert got.record()["sop_instance_uid"] == frame.sop_instance_uid and got.record()["file"] == frame.file
 
 
 def test_predict_cli_folder_with_bad_files(int8_model, dicom_dir, tmp_path, capsys):
@@ -365,8 +392,9 @@ def test_dicoms_outside_the_intended_use_are_rejected_with_a_reason(int8_model, 
 
 
 def test_two_class_softmax_is_the_general_softmax_to_the_bit():
-    """The runtime writes the softmax of two logits out by hand; it must give the general rule's float32 bits
-    (libm exp after the max, fsum, rounded to float32), including ties and differences that overflow exp."""
+    """The runtime writes the softmax of two logits out by hand, rounded to float32 through a memoryview; it
+    must give the general rule's float32 bits (libm exp after the max, fsum, rounded by array("f")), including
+    ties and differences that overflow exp."""
     def general(logits):
         top = max(logits)
         e = [math.exp(v - top) for v in logits]
@@ -376,6 +404,7 @@ def test_two_class_softmax_is_the_general_softmax_to_the_bit():
     rng = np.random.default_rng(0)
     cases = [[0.0, 0.0], [3.5, 3.5], [-800.0, 800.0], [800.0, -800.0], [1e-30, -1e-30], [17.0, 16.999999]]
     cases += rng.normal(0, 8, size=(2000, 2)).astype(np.float32).tolist()
+    pair = float32_pair()  # a model's own, reused call after call
     for logits in cases:
-        assert list(_softmax(logits)) == general(logits), logits
-    assert list(_softmax([1.0, 2.0, 3.0])) == general([1.0, 2.0, 3.0])
+        assert softmax(logits) == softmax(logits, pair) == general(logits), logits
+    assert list(softmax([1.0, 2.0, 3.0])) == general([1.0, 2.0, 3.0])
