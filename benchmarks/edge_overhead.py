@@ -45,8 +45,8 @@ from medlite.train.models import build
 def make_model(folder: Path, family: str, size: int, variant: str, calibration: np.ndarray, **options) -> Path:
     """Built as conversion builds it: scores (a float variant's softmax, an integer one's logits) and features
     as outputs (no guard: too few images here to fit one)."""
-    keras = build(family, input_shape=(size, size, 1), num_classes=2, **options)
-    keras_model, activation, has_features, _ = cart_model(keras, keep_softmax=VARIANTS[variant].float_activations)
+    built = build(family, input_shape=(size, size, 1), num_classes=2, **options)
+    keras_model, activation, has_features, _ = cart_model(built, keep_softmax=VARIANTS[variant].float_activations)
     tfl = convert(keras_model, variant, calibration=calibration, n_calibration=len(calibration))
     scores_at, features_at, _ = outputs_of(tfl, 2, has_features)
     contract = Contract(input=input_spec_of(tfl), labels=("normal", "pneumonia"), positive_index=1, threshold=0.5,
