@@ -2,17 +2,14 @@
 
 Usage: python benchmarks/edge_overhead.py [--data-dir ../shared/data] [--calls 600] [--rounds 9]
 
-1. predict on a prepared input (``Model.predict_input``: interpreter call, dequantization, decision,
-   result record) against the raw ``set_tensor`` / ``invoke`` / ``get_tensor`` on the same
+1. a prediction on a prepared input (``Model.classify``, the one inference path: interpreter call,
+   dequantization, decision, the Prediction) against the raw ``set_tensor`` / ``invoke`` / ``get_tensor`` on the same
    interpreter settings and model file, calls interleaved (alternating which goes first) so machine
    noise hits both alike; in rounds, each with the interpreters loaded afresh: each round's medians, then
    the median round and the range.
    Models: a MobileNetV2 (alpha 1.0, 224x224 grey, the cart-size case) and the 28x28 demo CNN,
    both fp32 and int8 (calibrated on real chest X-rays).
-   Then each step of a prediction timed on its own right after a raw call (the caches as a prediction finds
-   them: a 28x28 model's call leaves the host code cold, and each numpy call then costs microseconds), and
-   two ways of writing the input: numpy's assignment into a view of it, and LiteRT's SetTensor. The
-   out-of-distribution guard is part of the demo models' graph: the raw call computes it too.
+   The out-of-distribution guard is part of the demo models' graph: the raw call computes it too.
 2. ``medlite predict``'s folder run over the shared DICOMs repeated to 200 files: decoding in a
    pool of 2 worker processes against strictly sequential decode-then-infer, same model.
 """
@@ -95,7 +92,7 @@ def _interleaved(calls: int, a, b) -> tuple[float, float]:
 
 
 def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> dict:
-    """medlite's predict_input against a separate raw interpreter on the same model, in ``rounds`` rounds of
+    """medlite's classify against a separate raw interpreter on the same model, in ``rounds`` rounds of
     ``calls`` interleaved calls; two raw interpreters against each other give the noise floor of that
     comparison. Ratios are per round (median of its calls), reported as the median round and the range.
 
@@ -110,8 +107,8 @@ def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> di
         x = model.prepare(frame)
         raw, raw2 = (_raw(path, threads, model.contract.scores_output) for _ in range(2))
         for _ in range(50):  # warm-up all three
-            raw(x), raw2(x), model.predict_input(x)
-        r, m = _interleaved(calls, lambda: raw(x), lambda: model.predict_input(x))
+            raw(x), raw2(x), model.classify(x)
+        r, m = _interleaved(calls, lambda: raw(x), lambda: model.classify(x))
         r1, r2 = _interleaved(calls, lambda: raw(x), lambda: raw2(x))
         ratios.append(m / r), noise.append(r2 / r1), raw_us.append(r), medlite_us.append(m)
     what = "+".join(k for k, v in (("logits" if model.contract.activation == "softmax" else "probabilities", True),
@@ -125,58 +122,13 @@ def overhead(path: Path, calls: int, threads: int | None, rounds: int = 5) -> di
             "raw_vs_raw": float(np.median(noise)), "raw_vs_raw_range": (min(noise), max(noise))}
 
 
-def breakdown(path: Path, calls: int) -> dict:
-    """Where predict_input's added time goes: each step of Model._predict timed on its own, right after a
-    separate raw interpreter's call (so with the caches as a prediction finds them), medians in us."""
-    model = load(path, backend="cpu")
-    (frame,) = read(np.full((model.contract.input.height, model.contract.input.width), 128, np.uint8))
-    x = model.prepare(frame)
-    raw_call = _raw(path, None, model.contract.scores_output)
-    call, clock, guard_at = model._session.bind(model._wanted), time.perf_counter, model._guard_at
-    # How the input goes in, on an interpreter of its own: numpy's assignment into a view of the input buffer
-    # (medlite's earlier way) against LiteRT's SetTensor (its way now).
-    probe = _interpreter(path)
-    index = probe.get_input_details()[0]["index"]
-    view, set_tensor = probe.tensor(index)(), probe._interpreter.SetTensor
-    names = ("raw call", "bound call (zero-copy)", "scores", "guard (the model's output)", "record",
-             "predict_input", "input by numpy assignment into a view", "input by SetTensor")
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for k in range(calls + 50):
-        t0 = clock()
-        raw_call(x)
-        t1 = clock()
-        outputs = call(x)
-        t2 = clock()
-        scores = model._scores_of(outputs[model._scores_at])
-        t3 = clock()
-        ood = None if guard_at is None else outputs[guard_at][0]
-        t4 = clock()
-        model._record(scores, 0.0, None, None if ood is None else ood <= 1.0, ood)
-        t5 = clock()
-        raw_call(x)
-        t6 = clock()
-        model.predict_input(x)
-        t7 = clock()
-        raw_call(x)
-        t8 = clock()
-        view[...] = x
-        t9 = clock()
-        raw_call(x)
-        t10 = clock()
-        set_tensor(index, x)
-        t11 = clock()
-        if k >= 50:  # warm-up
-            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t7 - t6, t9 - t8, t11 - t10)):
-                times[name].append(dt)
-    return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
-
-
 def guard_cost(path: Path, images: np.ndarray, calls: int, rounds: int) -> dict:
     """What the out-of-distribution guard costs inside the interpreter call: the model against a copy with a
     guard written into its graph as conversion writes it (fitted on the model's own features of real
     training images), two raw interpreters, interleaved, in rounds; medians in us."""
     model = load(path, backend="cpu")
-    features = np.stack([model.infer(model.prepare(Frame(img[..., None].astype(np.float32))))[1] for img in images])
+    features = np.stack([model.classify(model.prepare(Frame(img[..., None].astype(np.float32))), features=True).features
+                         for img in images])
     split = len(features) * 4 // 5
     blob, _ = append_guard(path.read_bytes(), model.contract.features_output, fit(features[:split], features[split:]))
     with_guard = path.with_name(path.stem + "_guarded.tflite")
@@ -232,7 +184,7 @@ def main():
         tmp = Path(tmp)
         models = [make_model(tmp, "mobilenet_v2", 224, v, cal224, alpha=1.0) for v in ("fp32", "int8")]
         models += [make_model(tmp, "small_cnn", 28, v, cal28) for v in ("fp32", "int8")] + list(args.models)
-        print(f"predict_input vs a separate raw interpreter (set_tensor/invoke/get_tensor of the scores): "
+        print(f"classify vs a separate raw interpreter (set_tensor/invoke/get_tensor of the scores): "
               f"{args.rounds} rounds of {args.calls} interleaved calls, interpreters loaded afresh each round, each "
               f"round's medians; the median round's "
               f"ratio and the range over rounds; threads={args.threads or 'default'}")
@@ -254,10 +206,6 @@ def main():
             r = g["ratios"]
             print(f"| {g['model']} | {g['without_us']:.1f} | {g['with_us']:.1f} | {g['with_us'] - g['without_us']:+.1f} "
                   f"| {r[len(r) // 2]:.3f} | {r[0]:.3f}-{r[-1]:.3f} |", flush=True)
-        for m in models[3:4] + list(args.models)[:1]:
-            b = breakdown(m, args.calls)
-            print(f"\nbreakdown on {m.name}, each step right after a raw call, medians of {args.calls} (us): " +
-                  ", ".join(f"{k} {v:.1f}" for k, v in b.items()))
         f = folder_run(models[-1], data_dir / "dicom", copies=50)
         seq = " / ".join(f"{t:.2f} s" for t in f["sequential_s"])
         pool = " / ".join(f"{t:.2f} s" for t in f["pool_s"])

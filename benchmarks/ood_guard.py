@@ -58,8 +58,7 @@ def main() -> None:
     print("| model | own test images flagged | " + " | ".join(sets) + " |")
     print("| --- | ---: | " + " | ".join("---:" for _ in sets) + " |")
     for path in sorted(args.models.glob("*.tflite")):
-        model = load(path, backend="cpu")
-        model.intended_use_ignored = True
+        model = load(path, backend="cpu", ignore_intended_use=True)
         if model.contract.features_output is None or not model.contract.ood:
             print(f"| {path.name} | no detector | " + " | ".join("-" for _ in sets) + " |")
             continue

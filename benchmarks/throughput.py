@@ -114,14 +114,13 @@ def tolerance(model_path: Path, sources: dict[str, Path], data_dir: Path) -> lis
     from medlite.edge import load
     from medlite.edge.preprocess import prepare
 
-    model = load(str(model_path))
-    model.intended_use_ignored = True  # the ultrasound files too: the shortcut must hold for every file
     files = sorted({*sources.values(), *(data_dir / "dicom").glob("*.dcm")})
     rows = []
     for f in files:
         got = {}
         for full in (True, False):
-            model.full_decode = full
+            # the ultrasound files too: the shortcut must hold for every file
+            model = load(str(model_path), ignore_intended_use=True, full_decode=full)
             frame = model.frames(str(f))[0]
             x = prepare(frame.pixels, model.contract.preprocess, model.contract.input)
             t0 = time.perf_counter()

@@ -26,6 +26,7 @@ from ..edge.runtime import sha256_bytes
 from ..edge import ood
 from ..edge.version import __version__
 from ..train.bundle import Bundle, load_bundle
+from ..train.calibration import fit as fit_calibration
 from ..train.data import TrainingData
 from ..train.pipeline import load_data_for
 from . import edgetpu_readiness
@@ -67,6 +68,7 @@ class _Run:
     val: dict
     test: dict | None
     val_probs: np.ndarray
+    calibration: dict  # a multi-class model's decision weights, chosen on validation ({} otherwise)
 
 
 def input_spec_of(tflite: bytes) -> InputSpec:
@@ -159,7 +161,8 @@ class _Converter:
         return {
             "medlite_version": __version__, "bundle": str(self.bundle.path), "source_model_sha256": self.source_sha,
             "data": {"name": self.data.name, "sha256": self.data.sha256}, "max_auc_drop": self.options.max_auc_drop,
-            "operating_point": c.operating_point, "intended_use": c.intended_use.describe(), "variants": entries,
+            "operating_point": c.operating_point, "intended_use": c.intended_use.describe(), "labels": list(c.labels),
+            "variants": entries,
         }
 
     def _variant(self, name: str) -> dict:
@@ -192,7 +195,8 @@ class _Converter:
             # TFLite stores zeros as zeros: the gzip size is what pruning actually saves in transfer and storage.
             "size_gzip_bytes": len(gzip.compress(run.blob, 9)), "sha256": sha256_bytes(run.blob),
             "convert_seconds": round(seconds, 2), "flags": flags, "metrics": run.val, "test": run.test,
-            "flagged": -run.val["auc_change"] > opts.max_auc_drop, "description": v.description, **extra,
+            "flagged": -run.val["auc_change"] > opts.max_auc_drop, "description": v.description,
+            "calibration": run.calibration, **extra,
         }
         if v.integer:
             entry["edgetpu"] = self._readiness(name, path, run.blob)
@@ -213,28 +217,32 @@ class _Converter:
         fit_on, on_val, on_test = infer_prepared(provisional, self._ood_fit_images() if has_features else None,
                                                  val.x, test.x if test is not None else None)
         pv, pt = on_val[0], None if on_test is None else on_test[0]
+        calibration = self._calibration(val.y, pv)  # this variant's own, as its threshold is
         if VARIANTS[name].reference:
-            self.ref = {"val": pv, "test": pt, "contract": contract.replace(threshold=self._threshold(val.y, pv))}
+            self.ref = {"val": pv, "test": pt, "contract": contract.replace(threshold=self._threshold(val.y, pv),
+                                                                            calibration=calibration)}
         elif self.ref is None:
             raise RuntimeError(f"{name} was validated before the reference variant {REFERENCE}")
         ref = self.ref["contract"]
         threshold, vm = compare(val.y, pv, self.ref["val"], ref, self.cfg.operating_point,
-                                self.cfg.target_sensitivity, self.options.seed)
+                                self.cfg.target_sensitivity, self.options.seed, calibration)
+        mine = ref.replace(threshold=threshold, calibration=calibration)
         tm = None
         if test is not None:
-            # Test metrics at the threshold chosen on validation, never re-chosen on test.
-            tm = classification_metrics(test.y, pt, self.pos, threshold, seed=self.options.seed)
+            # Test metrics at the decision chosen on validation, never re-chosen on test.
+            tm = classification_metrics(test.y, pt, self.pos, threshold, seed=self.options.seed,
+                                        decided=decide(pt, mine))
             # How many different scores the test images get: a quantized softmax collapses them to a few dozen.
             tm["distinct_scores"] = int(len(np.unique(pt[:, self.pos] if self.pos is not None else pt, axis=0)))
-            tm["agreement_with_fp32"] = float((decide(pt, ref.replace(threshold=threshold)) ==
-                                               decide(self.ref["test"], ref)).mean())
+            tm["agreement_with_fp32"] = float((decide(pt, mine) == decide(self.ref["test"], ref)).mean())
         guard = {}
         if has_features:
             detector = self._fit_ood(fit_on[1], on_val[1], None if on_test is None else on_test[1], tm)
             tfl, guard_at = append_guard(tfl, features_at, detector)  # the cart reads the score from the model
             guard = {**detector.to_dict(), "output": guard_at}
-        blob = embed_contract(tfl, contract.replace(threshold=threshold, validation=vm, ood=guard))
-        return _Run(blob, threshold, vm, tm, pv)
+        blob = embed_contract(tfl, contract.replace(threshold=threshold, calibration=calibration, validation=vm,
+                                                    ood=guard))
+        return _Run(blob, threshold, vm, tm, pv, calibration)
 
     def _ood_fit_images(self) -> np.ndarray:
         rng = np.random.default_rng(self.options.seed)
@@ -249,6 +257,14 @@ class _Converter:
         if tm is not None and test is not None:
             tm["ood_flagged"] = float(np.mean([detector.score(f) > detector.threshold for f in test]))
         return detector
+
+    def _calibration(self, y: np.ndarray, probs: np.ndarray) -> dict:
+        """A multi-class model's decision weights, by the bundle's recipe, chosen on ``y``; {} for a binary
+        model or a bundle trained before calibration (which keeps its plain argmax)."""
+        if self.pos is not None or not self.contract.calibration:
+            return {}
+        counts = np.bincount(self.data.splits["train"].y, minlength=len(self.contract.labels))
+        return fit_calibration(self.contract.calibration["method"], y, probs, counts)
 
     def _threshold(self, y: np.ndarray, probs: np.ndarray) -> float | None:
         """The operating point of the recipe, chosen on ``y``; None for a multi-class model."""
@@ -328,6 +344,8 @@ def summary_markdown(manifest: dict) -> str:
                      f"{t.get('auc', float('nan')):.4f} | {t.get('agreement_with_fp32', float('nan')):.3f} | "
                      f"{t.get('distinct_scores', '-')} | {tpu} | {'YES' if e['flagged'] else 'no'} |")
     for e in manifest["variants"]:
+        lines += per_class_markdown(e, manifest.get("labels"))
+    for e in manifest["variants"]:
         if e.get("layer_errors"):
             worst = ", ".join(f"`{r['tensor']}` ({r['op']}, RMSE/scale {r['rmse_over_scale']:.2f})"
                               for r in e["layer_errors"][:5])
@@ -339,3 +357,24 @@ def summary_markdown(manifest: dict) -> str:
                           f"stores them anyway ({e['size_bytes'] / 1024:.1f} KiB), gzip shows the real saving "
                           f"({e['size_gzip_bytes'] / 1024:.1f} KiB)."]
     return "\n".join(lines) + "\n"
+
+
+def per_class_markdown(entry: dict, labels: list[str] | None) -> list[str]:
+    """A multi-class variant's decision class by class on test (validation without a test split): its weight,
+    sensitivity, specificity and one-vs-rest AUC, and the confusion matrix. Nothing for a binary model."""
+    m = entry["test"] or entry["metrics"]
+    if "per_class" not in m or not labels:
+        return []
+    split = "test" if entry["test"] else "validation"
+    weights = entry.get("calibration", {}).get("weights") or [1.0] * len(labels)
+    how = entry.get("calibration", {}).get("method", "none (the highest score)")
+    lines = ["", f"{entry['variant']}, class by class on {split}: accuracy {m['accuracy']:.3f}, balanced accuracy "
+             f"{m['balanced_accuracy']:.3f}; the decision's class weights were chosen on validation ({how}).", "",
+             "| class | weight | sensitivity | specificity | AUC (one vs rest) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for label, w, r, auc in zip(labels, weights, m["per_class"], m["auc_per_class"]):
+        rate = [("-" if v is None else f"{v:.3f}") for v in (r["sensitivity"], r["specificity"])]
+        lines.append(f"| {label} | {w:.3f} | {rate[0]} | {rate[1]} | {auc:.3f} |")
+    lines += ["", "Confusion matrix (rows: the truth, columns: the decision):", "",
+              "| | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    lines += [f"| {label} | " + " | ".join(str(n) for n in row) + " |" for label, row in zip(labels, m["confusion"])]
+    return lines

@@ -31,7 +31,8 @@ def infer_prepared(model_bytes: bytes, *inputs: np.ndarray | None, backend: str 
     def run(chunk):
         model = load(model_bytes, backend=backend, threads=1)
         spec = model.contract.input
-        return [model.infer(quantize(inputs[k][i : i + 1], spec))[:2] for k, i in chunk]
+        return [_scores_and_features(model.classify(quantize(inputs[k][i : i + 1], spec), features=True))
+                for k, i in chunk]
 
     with ThreadPoolExecutor(workers) as pool:
         done = list(pool.map(run, chunks))
@@ -49,23 +50,28 @@ def infer_prepared(model_bytes: bytes, *inputs: np.ndarray | None, backend: str 
     return stacked
 
 
-def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref: Contract, policy: str, target: float,
-            seed: int = 0) -> tuple[float | None, dict]:
-    """Re-choose this variant's threshold on ``y`` and measure it against the reference's scores and contract.
+def _scores_and_features(p) -> tuple[np.ndarray, np.ndarray | None]:
+    return p.score_array, p.features
 
-    Returns (threshold, metrics) with auc, the rates at the threshold, agreement_with_fp32 and the
-    mean and max absolute score difference.
+
+def compare(y: np.ndarray, probs: np.ndarray, ref_probs: np.ndarray, ref: Contract, policy: str, target: float,
+            seed: int = 0, calibration: dict | None = None) -> tuple[float | None, dict]:
+    """Re-choose this variant's threshold on ``y`` and measure it, with its own ``calibration`` (a multi-class
+    model's, chosen on the same ``y``), against the reference's scores and contract.
+
+    Returns (threshold, metrics) with auc, the rates at the threshold (a multi-class model's per class),
+    agreement_with_fp32 and the mean and max absolute score difference.
     """
     pos = ref.positive_index
     threshold = None
     if pos is not None:
         threshold = choose_threshold(y == pos, probs[:, pos], policy, target)
-    metrics = classification_metrics(y, probs, pos, threshold, seed=seed)
-    ref_metrics = classification_metrics(y, ref_probs, pos, ref.threshold, ci=False)
+    mine = ref.replace(threshold=threshold, calibration=calibration or {})
+    metrics = classification_metrics(y, probs, pos, threshold, seed=seed, decided=decide(probs, mine))
+    ref_metrics = classification_metrics(y, ref_probs, pos, ref.threshold, ci=False, decided=decide(ref_probs, ref))
     diff = np.abs(probs - ref_probs)
     metrics.update({
-        "agreement_with_fp32": float((decide(probs, ref.replace(threshold=threshold)) == decide(ref_probs, ref))
-                                     .mean()),
+        "agreement_with_fp32": float((decide(probs, mine) == decide(ref_probs, ref)).mean()),
         "score_diff_mean": float(diff.mean()),
         "score_diff_max": float(diff.max()),
         "auc_change": float(metrics["auc"] - ref_metrics["auc"]),

@@ -105,6 +105,10 @@ class Contract:
     positive_index: int | None = None  # binary models: the class whose score meets the threshold
     threshold: float | None = None  # operating point chosen on validation data for this variant
     operating_point: str = ""  # how the threshold was chosen, e.g. "sensitivity>=0.95"
+    # A multi-class model's decision, chosen on validation for this variant (train/calibration.py):
+    # {"method": ..., "weights": [one per label]}; the decided class has the highest score times its weight.
+    # Empty: the highest score.
+    calibration: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # version, variant, hashes
     validation: dict[str, Any] = field(default_factory=dict)  # metrics measured at conversion
     # Digests written at conversion: "content_sha256" of the file with this contract's bytes counted as zeros
@@ -151,6 +155,7 @@ class Contract:
                 positive_index=d.get("positive_index"),
                 threshold=d.get("threshold"),
                 operating_point=d.get("operating_point", ""),
+                calibration=dict(d.get("calibration", {})),
                 provenance=dict(d.get("provenance", {})),
                 validation=dict(d.get("validation", {})),
                 integrity=dict(d.get("integrity", {})),
@@ -185,6 +190,10 @@ class Contract:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if len(self.labels) < 2:
             problems.append("a classifier needs at least two labels")
+        weights = self.calibration.get("weights")
+        if weights is not None and (len(weights) != len(self.labels) or not all(
+                isinstance(w, (int, float)) and w > 0 for w in weights)):
+            problems.append(f"calibration weights must be {len(self.labels)} positive numbers, one per label")
         if self.positive_index is not None and not 0 <= self.positive_index < len(self.labels):
             problems.append(f"positive_index {self.positive_index} is not a label index")
         if problems:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from array import array
 
 import numpy as np
 
@@ -12,29 +12,37 @@ def thresholded(contract) -> bool:
     return contract.positive_index is not None and contract.threshold is not None and len(contract.labels) == 2
 
 
-def decide(scores, contract) -> np.ndarray:
+def _float32(value: float) -> float:
+    """``value`` rounded to float32, as a Python float (C's double-to-float cast, as numpy's)."""
+    return array("f", [value])[0]
+
+
+def decide(scores, contract) -> np.ndarray | int:
     """The index of the decided label for each row of ``scores`` (N x classes), or for one score vector.
 
     A binary model with a positive class and a threshold decides positive when that class's score meets
-    the threshold, and the other label otherwise; any other model decides its highest score.
-    ``contract`` needs ``labels``, ``positive_index`` and ``threshold`` (a ``Contract``).
+    the threshold, and the other label otherwise; a model with calibration weights decides the highest score
+    times its class's weight (float64 products, the same bits in Python and numpy); any other model decides
+    its highest score.
+    Scores are compared as float32, as the model gives them (a threshold is rounded to float32 too, so a
+    score equal to it decides alike wherever it comes from).
+    ``contract`` needs ``labels``, ``positive_index``, ``threshold`` and ``calibration`` (a ``Contract``). Returns an int for
+    one vector, an array of ints for rows.
     """
-    s = np.asarray(scores)
-    rows = s if s.ndim == 2 else s[None]
-    pos, threshold = contract.positive_index, contract.threshold
-    if thresholded(contract):
-        out = np.where(rows[:, pos] >= threshold, pos, 1 - pos)
-    else:
-        out = rows.argmax(1)
-    return out if s.ndim == 2 else out[0]
-
-
-def decider(contract) -> Callable[[list[float]], int]:
-    """``decide`` for one score vector given as Python floats holding float32 values, built once per model:
-    the same rule without numpy's cost per call. numpy compares a float32 score with the threshold rounded
-    to float32 (NEP 50), so the threshold is rounded here too: a score equal to it decides alike."""
-    pos, threshold = contract.positive_index, contract.threshold
-    if thresholded(contract):
-        at, other = float(np.float32(threshold)), 1 - pos
-        return lambda s: pos if s[pos] >= at else other
-    return lambda s: max(range(len(s)), key=s.__getitem__)  # the first highest, as argmax
+    pos = contract.positive_index
+    binary = thresholded(contract)
+    weights = None if binary else contract.calibration.get("weights")
+    if isinstance(scores, list):  # one prediction's scores, Python floats holding float32 values, in Python
+        if binary:  # (numpy's cost on two numbers is most of what medlite adds to a small model's call)
+            return pos if scores[pos] >= _float32(contract.threshold) else 1 - pos
+        if weights is not None:
+            scores = [s * w for s, w in zip(scores, weights)]
+        return max(range(len(scores)), key=scores.__getitem__)  # the first highest, as argmax
+    s = np.asarray(scores, dtype=np.float32)
+    if s.ndim == 1:
+        return decide(s.tolist(), contract)
+    if binary:
+        return np.where(s[:, pos] >= np.float32(contract.threshold), pos, 1 - pos)
+    if weights is not None:
+        return (s.astype(np.float64) * np.asarray(weights, dtype=np.float64)).argmax(1)
+    return s.argmax(1)

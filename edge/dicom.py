@@ -21,6 +21,7 @@ from .contract import IntendedUse, Preprocess
 from .errors import InputError, Rejected
 from .frames import Frame
 from .jpeg2000 import J2K_SYNTAXES, decode_reduced, reducible
+from .truncation import truncation
 
 # pydicom also logs those warnings, values included, through its logger.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
@@ -51,14 +52,19 @@ def read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None = None,
     With ``intended``, a file whose tags are outside the model's intended use raises Rejected before
     its pixels are decoded. pydicom's warnings about malformed elements quote their values (a patient's name
     among them), so none reaches the console or a log: what matters arrives as medlite's own error."""
+    return dicom_frames(open_dicom(path), path, pre, intended, size)
+
+
+def dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: IntendedUse | None = None,
+                 size: tuple[int, int] | None = None) -> list[Frame]:
+    """``read_dicom`` of a dataset already opened by ``open_dicom``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _read_dicom(path, pre, intended, size)
+        return _dicom_frames(ds, path, pre, intended, size)
 
 
-def _read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None,
-                size: tuple[int, int] | None) -> list[Frame]:
-    ds = _open(path)
+def _dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: IntendedUse | None,
+                  size: tuple[int, int] | None) -> list[Frame]:
     uid = str(ds.get("SOPInstanceUID", "")) or None
     modality, body_part = (_code(ds, k, path) for k in ("Modality", "BodyPartExamined"))
     reason = intended.violation(modality, body_part) if intended else None
@@ -66,7 +72,11 @@ def _read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None,
         raise Rejected(path, reason)
     if not any(k in ds for k in PIXEL_KEYWORDS):
         sop = getattr(ds.get("SOPClassUID"), "name", None)
-        sop = sop if sop and UID_OR_NAME.match(sop) else "an unknown SOP class"
+        sop = sop if sop and UID_OR_NAME.match(sop) else None
+        if sop is None or "Image Storage" in sop:  # an image's header that stops before its pixels
+            raise InputError(path, f"this DICOM has no pixel data ({sop or 'no SOP class'}, modality "
+                                   f"{modality or '?'}), though it is to be an image: it may be truncated (an "
+                                   "interrupted copy or transfer?); send it again")
         raise InputError(path, f"this DICOM has no pixel data ({sop}, modality {modality or '?'}); "
                                "it is not an image, so there is nothing to classify")
     photometric = _code(ds, "PhotometricInterpretation", path) or ""
@@ -133,14 +143,41 @@ def _code(ds: pydicom.Dataset, keyword: str, path: str) -> str | None:
     return text or None
 
 
-def _open(path: str) -> pydicom.Dataset:
+# What a report takes from its image: the Patient and General Study modules and the image's identity.
+REPORT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                   "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "SOPClassUID",
+                   "SOPInstanceUID", "SeriesInstanceUID", "OtherPatientIDsSequence", "IssuerOfPatientID")
+
+
+def report_header(ds: pydicom.Dataset) -> pydicom.Dataset | None:
+    """The elements of an image's header that a report about it carries (patient, study, the image's
+    identity), read from the dataset already parsed for its pixels; None when they cannot be read."""
+    out = pydicom.Dataset()
     try:
-        ds = pydicom.dcmread(path)
+        with quiet_pydicom():
+            for k in REPORT_KEYWORDS:
+                if k in ds:
+                    setattr(out, k, ds[k].value)
+    except Exception:  # a damaged element: no report can be made from this header
+        return None
+    return out
+
+
+def open_dicom(path: str) -> pydicom.Dataset:
+    """A DICOM file parsed (its pixel data not yet decoded); InputError when it cannot be, or when it was cut
+    short: pydicom reads a cut file as a dataset that just stops, and a decoder may still make an image of
+    what is left, so every file's elements are checked to end within it."""
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise InputError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
-    except Exception as e:  # pydicom signals truncation through several exception types
-        raise InputError(path, f"the DICOM could not be parsed ({type(e).__name__}); it is truncated or "
-                               "corrupt: re-export it from the modality or PACS") from None
+    except Exception as e:  # pydicom fails on a cut file through several exception types
+        raise InputError(path, truncation(path) or f"the DICOM could not be parsed ({type(e).__name__}); it is "
+                                                   "corrupt: re-export it from the modality or PACS") from None
+    cut = truncation(path)
+    if cut:
+        raise InputError(path, cut)
     return ds
 
 

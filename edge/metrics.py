@@ -95,9 +95,26 @@ def bootstrap_auc_ci(y_true, score, n: int = 1000, seed: int = 0, level: float =
     return float(lo), float(hi)
 
 
+def per_class(y_true, decided, n_classes: int) -> dict:
+    """Accuracy, balanced accuracy, each class's sensitivity and specificity (one against the rest) and the
+    confusion matrix (rows: the truth, columns: the decision) of a split's decisions."""
+    y, d = np.asarray(y_true), np.asarray(decided)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(confusion, (y, d), 1)
+    rates = []
+    for k in range(n_classes):
+        is_k, said_k = y == k, d == k
+        rates.append({"sensitivity": float((said_k & is_k).sum() / is_k.sum()) if is_k.any() else None,
+                      "specificity": float((~said_k & ~is_k).sum() / (~is_k).sum()) if (~is_k).any() else None})
+    sens = [r["sensitivity"] for r in rates if r["sensitivity"] is not None]
+    return {"accuracy": float((d == y).mean()), "balanced_accuracy": float(np.mean(sens)) if sens else float("nan"),
+            "per_class": rates, "confusion": confusion.tolist()}
+
+
 def classification_metrics(y_true, probs, positive_index: int | None, threshold: float | None,
-                           ci: bool = True, seed: int = 0) -> dict:
-    """The metric set medlite reports for one model on one labelled split."""
+                           ci: bool = True, seed: int = 0, decided=None) -> dict:
+    """The metric set medlite reports for one model on one labelled split. A multi-class model's decisions
+    are ``decided`` (``edge.decide`` with its contract's calibration), else the plain argmax."""
     y = np.asarray(y_true)
     p = np.asarray(probs)
     out: dict = {"n": int(len(y))}
@@ -110,7 +127,10 @@ def classification_metrics(y_true, probs, positive_index: int | None, threshold:
         if threshold is not None:
             out.update(at_threshold(pos, score, threshold))
             out["threshold"] = float(threshold)
+            decisions = np.where(score >= threshold, positive_index, 1 - positive_index)
+            out["confusion"] = per_class(y, decisions, 2)["confusion"]
     else:
         out["auc"] = ovr_auc(y, p)
-        out["accuracy"] = float((p.argmax(1) == y).mean())
+        out["auc_per_class"] = [roc_auc(y == k, p[:, k]) for k in range(p.shape[1])]
+        out.update(per_class(y, p.argmax(1) if decided is None else decided, p.shape[1]))
     return out

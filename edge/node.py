@@ -18,30 +18,25 @@ Log lines name SOP Instance UIDs and AE titles, never patient data.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import io
 import json
 import logging
-import multiprocessing
 import os
 import queue
 import re
 import shutil
 import ssl
 import threading
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
 from pynetdicom import AE, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.presentation import build_context
 
 from . import durable, sr
-from .batch import WINDOW, decode, decode_in_worker, decode_isolated, records, stop_pool, worker_pool
-from .dicom import quiet_pydicom
+from .batch import job_of, records
+from .engine import Decoded, Engine
 from .outbox import Destination, Outbox, nodelay
 from .runtime import Model
 
@@ -65,7 +60,6 @@ TRANSFER_SYNTAXES = (
 )
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
-FAILED = object()  # a pipeline step that failed (its error logged), as against one that returned None
 
 
 @dataclass
@@ -79,7 +73,7 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None  # with it, a sender must show a certificate it signed
-    workers: int = 2  # processes that decode images and build reports (0: all in the analysis thread)
+    workers: int = 2  # processes that decode images (0: the analysis thread decodes too)
 
 
 def decodable_syntaxes() -> list[str]:
@@ -115,7 +109,7 @@ class Node:
         self._halt = threading.Event()
         self._worker = threading.Thread(target=self._analyse_loop, name="medlite-analyse", daemon=True)
         self._server = None
-        self._job = (model.contract, model.reading_rules(), model.decode_size())  # what decoding needs
+        self._job = job_of(model)
         prov = model.contract.provenance
         self.algorithm = {
             "name": f"{prov.get('family', 'model')} {prov.get('training_data', '')}".strip(),
@@ -197,147 +191,80 @@ class Node:
         return SUCCESS
 
     # -- the analysis thread -----------------------------------------------------------------------------------
-    # Each image passes three stages, in order of arrival: decode (a worker process), inference (this thread,
-    # which holds the model and its accelerator), the report (a worker process: building and writing one with
-    # highdicom took 53 ms of a DX image's 76 in a profile, benchmarks/RESULTS.md). Then, in this thread, the
-    # report joins the outbox, the record is appended, and only then is the image let go.
+    # Images are decoded by the decode engine's worker processes, a window ahead, in order of arrival; this
+    # thread, which holds the model and its accelerator, runs inference and builds the report from the header
+    # the decode read. Then the report joins the outbox, the records are appended, and only then is the image
+    # let go.
     def _analyse_loop(self) -> None:
-        job = self._job
-        ctx = multiprocessing.get_context("spawn")
-        pool = worker_pool(self.s.workers, ctx, job) if self.s.workers > 0 else None
-        decoding: collections.deque = collections.deque()  # (path, future of the decode)
-        reporting: collections.deque = collections.deque()  # (path, record, future of the report)
-        stopping = False
-        try:
-            while not (stopping and not decoding and not reporting):
-                while not stopping and len(decoding) + len(reporting) < WINDOW:
+        with Engine(self._job, self.s.workers) as engine:
+            stopping = False
+            while not stopping or len(engine):
+                while not stopping and not engine.full():
                     if self._halt.is_set():
                         stopping = True  # what is still queued stays in incoming/ for the next start
                         break
-                    try:
-                        path = self._work.get(block=not (decoding or reporting), timeout=None if not (
-                            decoding or reporting) else 0.02)
+                    try:  # wait for work only when there is nothing to finish meanwhile
+                        path = self._work.get(timeout=0.02 if len(engine) else None)
                     except queue.Empty:
                         break
-                    if path is None:
+                    if path is None or self._halt.is_set():
                         stopping = True
-                        self._work.task_done()
-                    elif self._halt.is_set():
-                        stopping = True
-                        self._work.task_done()
-                    elif pool is None:
-                        self._one(path)
                     else:
-                        decoding.append((path, pool.submit(decode_in_worker, str(path))))
-                if pool is None:
-                    continue
-                futures = ([decoding[0][1]] if decoding else []) + ([reporting[0][2]] if reporting else [])
-                concurrent.futures.wait(futures, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED)
-                try:
-                    while decoding and decoding[0][1].done():
-                        path, fut = decoding[0]
-                        record = self._guarded(path, lambda: next(records(self.model, str(path), fut.result())))
-                        decoding.popleft()
-                        if record is not FAILED:
-                            reporting.append((path, record, pool.submit(
-                                _write_report, str(path), record, self.algorithm, str(self.dirs["reports"]))))
-                    while reporting and reporting[0][2].done():
-                        path, record, fut = reporting[0]
-                        report = self._guarded(path, fut.result)
-                        reporting.popleft()
-                        if report is not FAILED:
-                            self._finish(path, record, report)
-                except BrokenProcessPool:
-                    # A decoder crashed its worker: every image in flight goes again, each alone, so that the
-                    # one that crashes is reported as unreadable and the rest as usual.
-                    stop_pool(pool)
-                    for path in [p for p, _ in decoding] + [p for p, *_ in reporting]:
-                        self._one(path, isolated=True)
-                    decoding.clear()
-                    reporting.clear()
-                    pool = worker_pool(self.s.workers, ctx, job)
-        finally:
-            if pool is not None:
-                stop_pool(pool)
+                        engine.submit(str(path))
+                decoded = engine.next(timeout=0.05)
+                if decoded is not None:
+                    self._analyse(Path(decoded.file), decoded)
 
-    def _guarded(self, path: Path, step):
-        """``step()``, or FAILED after logging when it fails: one image's failure must never stop the node (the
-        image stays in incoming/ for the next start). A crashed worker is the caller's to handle."""
+    def _analyse(self, path: Path, decoded: Decoded) -> None:
+        """Infer, report and let go of one decoded image. Its failure never stops the node: the image stays in
+        incoming/ for the next start."""
         try:
-            return step()
-        except BrokenProcessPool:
-            raise
+            recs = list(records(self.model, decoded))  # one per frame under the frame policy 'all'
+            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"])
         except Exception as e:
             log.error("analysing %s failed unexpectedly (%s); it stays in incoming/ for the next start",
                       path.stem, type(e).__name__)
-            self._work.task_done()
-            return FAILED
-
-    def _one(self, path: Path, isolated: bool = False) -> None:
-        """All three stages of one image in this thread (``workers=0``), or its decode alone in a fresh
-        process after a crash."""
-        try:
-            if isolated:
-                decoded = decode_isolated(str(path), self._job, multiprocessing.get_context("spawn"))
-            else:
-                decoded = decode(str(path), *self._job)
-            record = next(records(self.model, str(path), decoded))
-            report = _write_report(str(path), record, self.algorithm, str(self.dirs["reports"]))
-        except Exception as e:  # one image's failure must never stop the node
-            log.error("analysing %s failed unexpectedly (%s); it stays in incoming/ for the next start",
-                      path.stem, type(e).__name__)
-            self._work.task_done()
             return
-        self._finish(path, record, report)
+        self._finish(path, recs, report)
 
-    def _finish(self, path: Path, record: dict, report_uid: str | None) -> None:
+    def _finish(self, path: Path, recs: list[dict], report_uid: str | None) -> None:
         uid = path.stem
-        try:
-            if report_uid is None:
-                shutil.move(path, self.dirs["failed"] / path.name)
-                durable.sync_folder(self.dirs["failed"])
-                self._append({"sop_instance_uid": uid, "status": "error",
-                              "error": "no readable DICOM header (patient, study), so no report can be attached"})
-                log.error("%s could not be read at all; moved to failed/, no report", uid)
-                return
-            if self.outbox:
-                self.outbox.add(self.dirs["reports"] / f"{report_uid}.dcm")
-            result = {k: v for k, v in record.items() if k != "file"}
-            self._append({"sop_instance_uid": uid, **result, "report": report_uid})
-            path.unlink()
-            durable.sync_folder(self.dirs["incoming"])
-            what = (f"{record['label']} (score {record['score']:.4f})" if record["status"] == "ok" and
-                    record.get("score") is not None else record["status"])
-            log.info("reported %s: %s; report %s", uid, what, report_uid)
-        finally:
-            self._work.task_done()
+        if report_uid is None:
+            shutil.move(path, self.dirs["failed"] / path.name)
+            durable.sync_folder(self.dirs["failed"])
+            self._append([{"sop_instance_uid": uid, "status": "error",
+                           "error": "no readable DICOM header (patient, study), so no report can be attached"}])
+            log.error("%s could not be read at all; moved to failed/, no report", uid)
+            return
+        if self.outbox:
+            self.outbox.add(self.dirs["reports"] / f"{report_uid}.dcm")
+        self._append([{"sop_instance_uid": uid, **{k: v for k, v in r.items() if k != "file"}, "report": report_uid}
+                      for r in recs])
+        path.unlink()
+        durable.sync_folder(self.dirs["incoming"])
+        first = recs[0]
+        what = (f"{first['label']} (score {first['score']:.4f})" if first["status"] == "ok" and
+                first.get("score") is not None else first["status"])
+        log.info("reported %s: %s%s; report %s", uid, what,
+                 f" and {len(recs) - 1} more frame(s)" if len(recs) > 1 else "", report_uid)
 
-    def _append(self, record: dict) -> None:
+    def _append(self, recs: list[dict]) -> None:
         with open(self.results, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in recs))
             f.flush()
             os.fsync(f.fileno())
 
 
-def _write_report(path: str, record: dict, algorithm: dict, reports: str) -> str | None:
-    """Build the image's report and write it durably to ``reports``; its SOP Instance UID, or None when the
-    image has no readable header to take the patient and study from. Runs in a worker process."""
-    header = _header(Path(path))
+def _write_report(header, recs: list[dict], algorithm: dict, reports: Path) -> str | None:
+    """Build the image's report from its header (as the decode read it) and write it durably to ``reports``;
+    its SOP Instance UID, or None when the image has no readable header to take the patient and study from."""
     if header is None or not all(k in header for k in ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")):
         return None
-    report = sr.build(header, record, algorithm)
+    report = sr.build(header, recs, algorithm)
     buf = io.BytesIO()
     report.save_as(buf, enforce_file_format=True)
-    durable.write(Path(reports), f"{report.SOPInstanceUID}.dcm", buf.getvalue())
+    durable.write(reports, f"{report.SOPInstanceUID}.dcm", buf.getvalue())
     return str(report.SOPInstanceUID)
-
-
-def _header(path: Path) -> pydicom.Dataset | None:
-    try:
-        with quiet_pydicom():
-            return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # any parser failure: the header is unreadable
-        return None
 
 
 def _calling(event) -> str:

@@ -1,23 +1,18 @@
-"""One prediction's result, and the function that builds it on the runtime's hot path."""
+"""One prediction's result: what an image (or a cine frame) was decided to be, and why."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decision import decider, thresholded
-from .frames import Frame
 
-
-class Prediction(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Prediction:
     """One image's (or one cine frame's) result, with scores dequantized to probabilities.
 
-    Frozen, and a named tuple rather than a dataclass so that the runtime builds it in one C call: after a
-    small model's interpreter call the host's caches are cold, and a dataclass's per-field setup cost more
-    than the rest of a prediction together (benchmarks/RESULTS.md, "What medlite adds to LiteRT"). Change a
-    copy with ``_replace``; equality leaves out the heatmap (an array), as the record does."""
+    Frozen: change a copy with ``dataclasses.replace``. Equality and repr leave out the arrays (the heatmap
+    and the features), as the record does."""
 
     label: str
     scores: dict[str, float]
@@ -34,28 +29,20 @@ class Prediction(NamedTuple):
     # False: the image lies outside what the model was trained on (it is still scored); None: no detector
     in_distribution: bool | None = None
     ood_score: float | None = None  # the detector's distance; above the contract's threshold is out
-    # With heatmap=True: the map of the decided class (the positive class of a binary model) as uint8 at the
-    # input image's own size, the (x, y) of its peak and the (x0, y0, x1, y1) box around it, in its pixels.
-    heatmap: np.ndarray | None = None
+    # With heatmap=True: the map of the finding (a binary model's positive class; a multi-class model's most
+    # probable class other than "normal", or its decided class when it has no "normal") as uint8 at the input
+    # image's own size, the (x, y) of its peak and the (x0, y0, x1, y1)
+    # box around it, in its pixels.
+    heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
     peak: tuple[int, int] | None = None
     box: tuple[int, int, int, int] | None = None
+    # With features=True: the penultimate features (float32), for validation and the guard's reference.
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, Prediction):
-            return NotImplemented
-        return self._compared() == other._compared()
-
-    def __ne__(self, other) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = None  # scores are a dict: a Prediction was never hashable
-
-    def _compared(self) -> tuple:
-        return self[:_HEATMAP] + self[_HEATMAP + 1:]
-
-    def __repr__(self) -> str:
-        return "Prediction(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self) if k != "heatmap") + ")"
+    @property
+    def score_array(self) -> np.ndarray:
+        """The scores as float32, in the contract's label order."""
+        return np.array(list(self.scores.values()), dtype=np.float32)
 
     def record(self) -> dict:
         """The ``ok`` result record (DESIGN.md, "Result records"): one line of ``predict``'s JSON Lines."""
@@ -72,31 +59,3 @@ class Prediction(NamedTuple):
         if self.peak is not None:
             rec["peak"], rec["box"] = list(self.peak), list(self.box)
         return rec
-
-
-_HEATMAP = Prediction._fields.index("heatmap")
-
-
-def recorder(model) -> Callable[..., Prediction]:
-    """``record(scores, latency_ms, frame, in_distribution, ood_score)`` for a loaded ``Model``: the frozen
-    Prediction, its fields written in one tuple in the class's order."""
-    contract = model.contract
-    labels, decide, pos = contract.labels, decider(contract), contract.positive_index
-    binary, make = thresholded(contract), tuple.__new__
-    pair = len(labels) == 2  # two labels: their scores as a dict literal, cheaper than dict(zip(...))
-    first, second = labels[:2] if pair else (None, None)
-    threshold, backend, sha256 = contract.threshold, model.backend, model.sha256
-
-    def record(scores: Sequence[float], latency_ms: float, frame: Frame | None, in_distribution: bool | None,
-               ood_score: float | None) -> Prediction:
-        index = decide(scores)
-        named = {first: scores[0], second: scores[1]} if pair else dict(zip(labels, scores))
-        score = None if pos is None else scores[pos]
-        file = number = uid = None
-        if frame is not None:
-            file, number, uid = frame.file, frame.frame, frame.sop_instance_uid
-        # intended_use_ignored is read each call: the command line sets it after loading
-        return make(Prediction, (labels[index], named, index == pos if binary else None, score, threshold, backend,
-                                 latency_ms, sha256, file, number, uid, model.intended_use_ignored,
-                                 in_distribution, ood_score, None, None, None))
-    return record

@@ -48,11 +48,19 @@ def read(source, pre: Preprocess | None = None, intended: IntendedUse | None = N
         return [Frame(to_display(arr, path), file=path)]
     if suffix in RASTER_SUFFIXES:
         return [Frame(_read_raster(path), file=path)]
-    if suffix in DICOM_SUFFIXES or _has_dicom_marker(path):
+    if is_dicom(path):
         from .dicom import read_dicom  # pydicom is imported only when a DICOM is read
 
         return read_dicom(path, pre, intended, size)
     raise InputError(path, f"unsupported file type {suffix!r}; medlite reads {', '.join(sorted(SUFFIXES))}")
+
+
+def is_dicom(path: str) -> bool:
+    """Whether ``path`` is a file read as DICOM: by its suffix (often none), else by the 'DICM' marker."""
+    if not os.path.isfile(path):
+        return False
+    suffix = Path(path).suffix.lower()
+    return suffix in DICOM_SUFFIXES or (suffix not in RASTER_SUFFIXES | {".npy"} and _has_dicom_marker(path))
 
 
 def _has_dicom_marker(path: str) -> bool:

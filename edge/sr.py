@@ -47,24 +47,44 @@ def report_uid(source_uid: str, model_sha256: str) -> str:
     return generate_uid(entropy_srcs=["medlite structured report", source_uid, model_sha256])
 
 
-def build(source: pydicom.Dataset, record: dict, algorithm: dict) -> hd.sr.Comprehensive3DSR:
-    """The report for ``source`` (its header is enough) from a medlite record (``ok``, ``rejected`` or
-    ``error``) and the algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``)."""
+def build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.sr.Comprehensive3DSR:
+    """The report for ``source`` (its header is enough) from its medlite records (``ok``, ``rejected`` or
+    ``error``; one per frame of a cine under the frame policy 'all', one measurement group each) and the
+    algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``)."""
     # highdicom's warnings about a name's format quote the name: never on a console or in a log.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _build(source, record, algorithm)
+        return _build(source, records, algorithm)
 
 
-def _build(source: pydicom.Dataset, record: dict, algorithm: dict) -> hd.sr.Comprehensive3DSR:
+def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.sr.Comprehensive3DSR:
     sha = algorithm["sha256"]
     ident = hd.sr.AlgorithmIdentification(
         name=f"medlite {algorithm['name']}", version=__version__,
         parameters=[f"variant {algorithm['variant']}", f"model SHA-256 {sha}",
                     f"contract provenance {algorithm['provenance']}"])
+    groups = [_group(source, record, ident, sha) for record in records]
+    observer = hd.sr.ObserverContext(
+        observer_type=DEVICE,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=["medlite device", sha]), name="medlite", manufacturer_name="medlite",
+            model_name=f"{algorithm['name']} {algorithm['variant']}"[:64], serial_number=sha[:16]))
+    content = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=IMAGING_PROCEDURE, imaging_measurements=groups, title=MEASUREMENT_REPORT)
+    return hd.sr.Comprehensive3DSR(
+        evidence=[_evidence(source)], content=content[0],
+        series_instance_uid=generate_uid(entropy_srcs=["medlite series", source.StudyInstanceUID, sha]),
+        series_number=9901, sop_instance_uid=report_uid(source.SOPInstanceUID, sha), instance_number=1,
+        manufacturer="medlite", is_complete=True, is_verified=False)
+
+
+def _group(source: pydicom.Dataset, record: dict, ident, sha: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """One record's measurement group, on its image (and frame)."""
     frame = record.get("frame")
+    tracking = ["tracking", source.SOPInstanceUID, sha] + ([] if frame is None else [str(frame)])
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=["tracking", source.SOPInstanceUID, sha]),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=tracking),
                                                      identifier="medlite finding"),
         algorithm_id=ident,
         source_images=[hd.sr.SourceImageForMeasurementGroup(
@@ -75,19 +95,7 @@ def _build(source: pydicom.Dataset, record: dict, algorithm: dict) -> hd.sr.Comp
     if reason:
         group[0].ContentSequence.append(hd.sr.TextContentItem(
             name=REASON, value=reason[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
-    observer = hd.sr.ObserverContext(
-        observer_type=DEVICE,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=["medlite device", sha]), name="medlite", manufacturer_name="medlite",
-            model_name=f"{algorithm['name']} {algorithm['variant']}"[:64], serial_number=sha[:16]))
-    content = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=IMAGING_PROCEDURE, imaging_measurements=[group], title=MEASUREMENT_REPORT)
-    return hd.sr.Comprehensive3DSR(
-        evidence=[_evidence(source)], content=content[0],
-        series_instance_uid=generate_uid(entropy_srcs=["medlite series", source.StudyInstanceUID, sha]),
-        series_number=9901, sop_instance_uid=report_uid(source.SOPInstanceUID, sha), instance_number=1,
-        manufacturer="medlite", is_complete=True, is_verified=False)
+    return group
 
 
 # What a report takes from its image: the Patient and General Study modules (the type 2 attributes present,

@@ -38,7 +38,7 @@ def split_probs(model: Model, split: Split) -> np.ndarray:
     """Class probabilities for every image of a labelled split, through the cart's own path."""
     out = np.empty((len(split.images), len(model.contract.labels)), dtype=np.float32)
     for i, img in enumerate(split.images):
-        out[i] = model.run(model.prepare(frame_of(img)))[0]
+        out[i] = model.classify(model.prepare(frame_of(img))).score_array
     return out
 
 
@@ -68,15 +68,17 @@ def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarr
     load_ms = (time.perf_counter() - t0) * 1e3
     x = model.prepare(frame_of(images[0]))
     t0 = time.perf_counter()
-    model.run(x)
+    model.classify(x)
     first_ms = (time.perf_counter() - t0) * 1e3
     split = Split(images, labels)
     probs = split_probs(model, split)
     c = model.contract
-    metrics = classification_metrics(labels, probs, c.positive_index, c.threshold, seed=seed)
+    decisions = decide(probs, c)
+    metrics = classification_metrics(labels, probs, c.positive_index, c.threshold, seed=seed, decided=decisions)
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "metrics": metrics,
-            "decisions": decide(probs, c), "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
+            "decisions": decisions, "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
             "variant": c.provenance.get("variant", "unknown"), "size_bytes": model.size_bytes,
+            "labels": list(c.labels),
             "attempts": [{"backend": a.backend, "ok": a.ok, "reason": a.reason} for a in model.attempts]}
 
 
@@ -95,7 +97,7 @@ def latency_rounds(models: list[Model], inputs: list[np.ndarray], runs: int) -> 
     """Per-model call times in ms: warm-up, then ``runs`` calls each, interleaved over ROUNDS rounds."""
     for m, x in zip(models, inputs):
         for _ in range(WARMUP):
-            m.run(x)
+            m.classify(x)
     times = [np.empty(runs) for _ in models]
     per_round = int(np.ceil(runs / ROUNDS))
     done = 0
@@ -104,7 +106,7 @@ def latency_rounds(models: list[Model], inputs: list[np.ndarray], runs: int) -> 
         for m, x, t in zip(models, inputs, times):
             for k in range(done, done + n):
                 t0 = time.perf_counter()
-                m.run(x)
+                m.classify(x)
                 t[k] = time.perf_counter() - t0
         done += n
     return [t * 1e3 for t in times]
@@ -209,7 +211,8 @@ def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = N
             rows.append({"variant": r["variant"], "backend": r["backend"], "threads": t, "model": str(p),
                          "size_bytes": r["size_bytes"], "load_ms": r["load_ms"],
                          "first_inference_ms": r["first_inference_ms"], "peak_rss_mb": r["peak_rss_mb"],
-                         "metrics": r["metrics"], "attempts": r["attempts"], "_decisions": r["decisions"]})
+                         "metrics": r["metrics"], "labels": r["labels"], "attempts": r["attempts"],
+                         "_decisions": r["decisions"]})
     for t in threads_list:  # latency: one process, all models of a thread count interleaved
         group = [r for r in rows if r["threads"] == t]
         if not group:

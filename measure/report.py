@@ -59,7 +59,25 @@ def markdown(report: dict) -> str:
             f"{f['p50_ms']:.4f} | {f['p90_ms']:.4f} | {f['p99_ms']:.4f} | {_fmt(f['auc'], '.4f')} | "
             f"{_fmt(f['sensitivity'], '.3f')} | {_fmt(f['specificity'], '.3f')} | {_fmt(f['accuracy'], '.3f')} | "
             f"{_fmt(f['threshold'], '.4f')} | {_fmt(f['agreement_with_fp32'], '.3f')} |")
+    for r in report["rows"]:
+        lines += per_class_lines(r)
     return "\n".join(lines) + "\n"
+
+
+def per_class_lines(row: dict) -> list[str]:
+    """A multi-class row's decision class by class (Markdown): sensitivity, specificity and one-vs-rest AUC,
+    then the confusion matrix. Nothing for a binary row."""
+    m, labels = row["metrics"], row.get("labels")
+    if "per_class" not in m or not labels:
+        return []
+    out = ["", f"{row['variant']} on {row['backend']}: accuracy {m['accuracy']:.3f}, balanced accuracy "
+           f"{m['balanced_accuracy']:.3f}", "", "| class | sensitivity | specificity | AUC (one vs rest) |",
+           "| --- | ---: | ---: | ---: |"]
+    for label, r, auc in zip(labels, m["per_class"], m["auc_per_class"]):
+        out.append(f"| {label} | {_fmt(r['sensitivity'], '.3f')} | {_fmt(r['specificity'], '.3f')} | {auc:.3f} |")
+    out += ["", "| truth \\ decision | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    out += [f"| {label} | " + " | ".join(str(n) for n in row_) + " |" for label, row_ in zip(labels, m["confusion"])]
+    return out
 
 
 def write_report(report: dict, out: str | Path) -> dict[str, Path]:

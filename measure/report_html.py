@@ -20,28 +20,56 @@ def _label(row: dict) -> str:
     return f"{row['variant']}/{row['backend']}" + (f"/{row['threads']}t" if row.get("threads") else "")
 
 
+def _numbered(ax, points: list[tuple[float, float]], rows: list[dict], first: int) -> list[str]:
+    """Numbers beside the points instead of names, which overlap: points that fall within a few pixels of
+    each other share one label ("2, 3"). Returns the key, "N  variant/backend/threads", for the legend."""
+    ax.figure.canvas.draw()  # the axes' limits, so that distances are in the figure's pixels
+    at = ax.transData.transform(points)
+    groups: list[list[int]] = []
+    for i, p in enumerate(at):
+        near = next((g for g in groups if ((at[g[0]] - p) ** 2).sum() < 14 ** 2), None)
+        (near.append(i) if near is not None else groups.append([i]))
+    for g in groups:
+        ax.annotate(", ".join(str(first + i) for i in g), points[g[0]], textcoords="offset points", xytext=(6, 5),
+                    fontsize=9, fontweight="bold")
+    return [f"{first + i}  {_label(r)}" for i, r in enumerate(rows)]
+
+
+def _key(ax, entries: list[str], colours: list[str]) -> None:
+    """The numbered key as the legend, outside the axes on the right."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="none", marker="o", color=c, label=e) for e, c in zip(entries, colours)]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+              title="rows", title_fontsize=8)
+
+
 def _figure_auc_latency(reports: list[dict]):
+    """Test AUC with its 95% interval against p50 latency: differences smaller than the interval look it."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.5, 5.5), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    placed = []
     for i, rep in enumerate(reports):
         rows, c = rep["rows"], colours[i % len(colours)]
-        sizes = [max(20, r["size_bytes"] / 1024 / 4) for r in rows]
-        ax.scatter([r["latency_ms"]["p50"] for r in rows], [r["metrics"]["auc"] for r in rows], s=sizes, color=c,
-                   alpha=0.7, edgecolors="black", label=_device_name(rep))
-        for r in rows:
-            ax.annotate(_label(r), (r["latency_ms"]["p50"], r["metrics"]["auc"]), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
+        x = [r["latency_ms"]["p50"] for r in rows]
+        y = [r["metrics"]["auc"] for r in rows]
+        ci = [r["metrics"].get("auc_ci95") or [a, a] for r, a in zip(rows, y)]
+        ax.errorbar(x, y, yerr=[[a - lo for a, (lo, _) in zip(y, ci)], [hi - a for a, (_, hi) in zip(y, ci)]],
+                    fmt="o", color=c, ecolor=c, elinewidth=1, capsize=3, alpha=0.8, label=_device_name(rep))
         front = pareto(rows)
         ax.plot([r["latency_ms"]["p50"] for r in front], [r["metrics"]["auc"] for r in front], "--", color=c,
-                linewidth=1.2, label=f"Pareto frontier ({_device_name(rep)})")
+                linewidth=1, alpha=0.6)
+        placed += [(r, (px, py), c) for r, px, py in zip(rows, x, y)]
     ax.set_xscale("log")
+    ax.margins(x=0.15)  # room for the labels of the outermost points
     ax.set_xlabel("p50 latency per image, ms (log scale)")
-    ax.set_ylabel("test AUC")
-    ax.set_title("Accuracy against latency (marker area: model size)")
+    ax.set_ylabel("test AUC, with its 95% bootstrap interval")
+    ax.set_title("Accuracy against latency (dashed: the Pareto frontier)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    keys = _numbered(ax, [p for _, p, _ in placed], [r for r, _, _ in placed], 1)
+    _key(ax, keys, [c for *_, c in placed])
     fig.tight_layout()
     return fig
 
@@ -49,20 +77,26 @@ def _figure_auc_latency(reports: list[dict]):
 def _figure_operating_point(reports: list[dict]):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    markers = "os^Dv<>"
+    fig, ax = plt.subplots(figsize=(9.5, 5.5), dpi=110)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    placed = []
     for i, rep in enumerate(reports):
-        for r in rep["rows"]:
-            m = r["metrics"]
-            if m.get("sensitivity") is None:
-                continue
-            ax.scatter(1 - m["specificity"], m["sensitivity"], marker=markers[i % len(markers)], s=50, alpha=0.8)
-            ax.annotate(_label(r), (1 - m["specificity"], m["sensitivity"]), textcoords="offset points",
-                        xytext=(5, 3), fontsize=8)
+        c = colours[i % len(colours)]
+        rows = [r for r in rep["rows"] if r["metrics"].get("sensitivity") is not None]
+        pts = [(1 - r["metrics"]["specificity"], r["metrics"]["sensitivity"]) for r in rows]
+        if pts:
+            ax.scatter(*zip(*pts), s=40, color=c, alpha=0.8, label=_device_name(rep))
+        placed += [(r, p, c) for r, p in zip(rows, pts)]
     ax.set_xlabel("1 - specificity (false positive rate) at each variant's threshold")
     ax.set_ylabel("sensitivity at each variant's threshold")
     ax.set_title("Operating points (thresholds chosen on validation)")
     ax.grid(True, alpha=0.3)
+    if placed:  # the corner of the ROC plane that holds them, so that small differences look small
+        fpr, sens = zip(*(p for _, p, _ in placed))
+        ax.set_xlim(0, min(1.0, max(fpr) + 0.1))
+        ax.set_ylim(max(0.0, min(sens) - 0.1), 1.01)
+        keys = _numbered(ax, [p for _, p, _ in placed], [r for r, _, _ in placed], 1)
+        _key(ax, keys, [c for *_, c in placed])
     fig.tight_layout()
     return fig
 
@@ -102,6 +136,31 @@ font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:n
 tr.pareto{background:#eef7ee}img{max-width:100%;border:1px solid #ddd}.muted{color:#666}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}.case{border:1px solid #ddd;padding:6px;width:370px}
 .case figure{display:inline-block;vertical-align:top;width:170px;margin:4px}.case figcaption{font-size:12px}"""
+
+
+def _per_class(report: dict) -> str:
+    """Each multi-class row's decision class by class, and its confusion matrix."""
+    out = []
+    for r in report["rows"]:
+        m, labels = r["metrics"], r.get("labels")
+        if "per_class" not in m or not labels:
+            continue
+        rates = "".join(f"<tr><td>{html.escape(lab)}</td><td>{_num(c['sensitivity'])}</td>"
+                        f"<td>{_num(c['specificity'])}</td><td>{auc:.3f}</td></tr>"
+                        for lab, c, auc in zip(labels, m["per_class"], m["auc_per_class"]))
+        head = "".join(f"<th>{html.escape(lab)}</th>" for lab in labels)
+        matrix = "".join(f"<tr><td>{html.escape(lab)}</td>" + "".join(f"<td>{n}</td>" for n in row) + "</tr>"
+                         for lab, row in zip(labels, m["confusion"]))
+        out.append(f"<h3>{html.escape(_label(r))}: class by class</h3><p class='muted'>accuracy {m['accuracy']:.3f}, "
+                   f"balanced accuracy {m['balanced_accuracy']:.3f}</p><table><tr><th>class</th><th>sensitivity</th>"
+                   f"<th>specificity</th><th>AUC (one vs rest)</th></tr>{rates}</table><p class='muted'>Confusion "
+                   f"matrix (rows: the truth, columns: the decision)</p><table><tr><th></th>{head}</tr>{matrix}"
+                   "</table>")
+    return "".join(out)
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _heatmap_costs(report: dict) -> str:
@@ -167,6 +226,7 @@ def render(result_files: list[str | Path], out: str | Path) -> Path:
                      f"{html.escape(str(ds.get('split')))} split, n={ds.get('n')}; "
                      f"from {html.escape(rep['_source'])}</p>")
         parts.append(_table(rep))
+        parts.append(_per_class(rep))
         for b, why in rep.get("skipped_backends", {}).items():
             parts.append(f"<p class='muted'>{html.escape(b)} not measured: {html.escape(why)}</p>")
         parts.append(_heatmap_costs(rep))

@@ -7,9 +7,10 @@ import argparse
 import os
 import signal
 import sys
+import traceback
 
 from medlite.commands import bench, convert, demo, env, predict, report, select, serve, train
-from medlite.commands.shared import EXIT_CANNOT_RUN, EXIT_USAGE, UsageError, common_parser
+from medlite.commands.shared import EXIT_CANNOT_RUN, EXIT_INTERNAL, EXIT_USAGE, UsageError, common_parser
 from medlite.edge.version import __version__
 
 COMMANDS = (demo, train, convert, predict, serve, bench, report, select, env)
@@ -51,7 +52,8 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the exit code is 0, 1 (some inputs failed), 2 (usage) or 3 (the model cannot run here)."""
+    """Run one command; the exit code is 0, 1 (some inputs failed), 2 (usage), 3 (the model cannot run here) or
+    4 (medlite failed unexpectedly: a bug, reported in one line, with its traceback under --verbose)."""
     from medlite.convert.errors import ConversionError
     from medlite.edge.errors import BackendUnavailable, MedliteError, ModelError
 
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medlite {args.command}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except Exception as e:  # a bug in medlite, not a problem with the input: say so, and how to report it
+        if args.verbose:
+            traceback.print_exc()
+        print(f"medlite {args.command}: internal error ({type(e).__name__}); please report it with the output "
+              "of the same command run with --verbose", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Fixtures that train or convert real models: a test using one is `slow`, so `pytest -m "not slow"` is the
 # fast lane of pure-logic tests. Every test still runs in `make test`.
 SLOW_FIXTURES = {"demo", "int8_model", "fp32_model", "bundle", "bench_report", "tiny_bundle", "all_variants",
-                 "real_scores"}
+                 "real_scores", "busi_models"}
 
 
 def pytest_collection_modifyitems(items):

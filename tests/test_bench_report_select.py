@@ -141,3 +141,50 @@ def test_report_html_is_self_contained_and_merges_devices(bench_report, demo, tm
         assert img is not None and img.shape[0] >= 160 and img.std() > 5
     assert (tmp_path / "html" / "auc_vs_latency.png").exists()
     assert main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_figures_label_every_row_without_overlap_and_plot_the_auc_interval(bench_report):
+    """Rows whose points coincide (fp32 and fp16 often do) share one numbered label instead of two names drawn
+    over each other; no two labels overlap; the AUC axis spans each row's 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from medlite.measure.report_html import _figure_auc_latency, _figure_operating_point
+
+    rep = json.loads((bench_report / "report.json").read_text())
+    for make in (_figure_auc_latency, _figure_operating_point):
+        fig = make([rep, rep])  # the same rows twice: every point coincides with another
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in ax.texts]
+        assert boxes and all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        numbers = sorted(int(n) for t in ax.texts for n in t.get_text().split(", "))
+        assert numbers == list(range(1, len(numbers) + 1))  # every row numbered once
+        assert len(ax.get_legend().get_texts()) == len(numbers)
+    lo, hi = _figure_auc_latency([rep]).axes[0].get_ylim()
+    assert all(lo <= r["metrics"]["auc_ci95"][0] and r["metrics"]["auc_ci95"][1] <= hi for r in rep["rows"])
+
+
+def test_report_html_loads_every_figure_in_headless_chromium(bench_report, tmp_path):
+    """The page as a person opens it: Chromium (Debian's, installed by .ci/run) loads report.html from disk
+    and every image in it decodes (naturalWidth > 0), with nothing fetched from the network."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium; .ci/run does)")
+    assert main(["report", str(bench_report / "report.json"), "--out", str(tmp_path / "html")]) == 0
+    page = (tmp_path / "html" / "report.html").read_text()
+    probe = ("<script>addEventListener('load', () => document.body.setAttribute('data-images', "
+             "[...document.images].map(i => i.complete && i.naturalWidth > 0 ? 'y' : 'n').join('')))</script>")
+    (tmp_path / "probe.html").write_text(page.replace("</body>", probe + "</body>"))
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
+                          (tmp_path / "probe.html").as_uri()], capture_output=True, text=True, timeout=120)
+    loaded = re.search(r'data-images="([yn]*)"', out.stdout)
+    assert loaded, out.stderr[-2000:]
+    p = _Collector()
+    p.feed(page)
+    assert loaded.group(1) == "y" * len(p.imgs) and len(p.imgs) >= 2

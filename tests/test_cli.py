@@ -57,7 +57,7 @@ def test_unknown_command_exits_2():
 
 
 @pytest.mark.parametrize("flags, problem", [(["--device", "firewire"], "is not one of usb"),
-                                            (["--threads", "0"], "must be at least 1"),
+                                            (["--threads", "0"], "must be 1 or more"),
                                             (["--threads", "two"], "expected a whole number")])
 def test_bad_option_values_are_usage_errors_without_traceback(flags, problem, capsys):
     with pytest.raises(SystemExit) as e:
@@ -90,3 +90,36 @@ def test_every_command_reports_a_bad_option_in_one_line(argv, option, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and option in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv, option, problem", [
+    (["predict", "m.tflite", "x.png", "--out", "/nonexistent-folder/r.jsonl"], "--out", "does not exist"),
+    (["predict", "m.tflite", "x.png", "--workers", "-3"], "--workers", "must be from 0 to 64, got -3"),
+    (["serve", "m.tflite", "--out", "o", "--workers", "-1"], "--workers", "must be from 0 to 64"),
+    (["serve", "m.tflite", "--out", "o", "--port", "70000"], "--port", "must be from 0 to 65535"),
+    (["predict", "m.tflite", "x.png", "--threads", "-1"], "--threads", "must be 1 or more"),
+    (["bench", "m.tflite", "--data", "d", "--out", "o", "--runs", "0"], "--runs", "must be 1 or more")])
+def test_an_unwritable_output_or_an_out_of_range_value_exits_2_before_any_work(argv, option, problem, capsys):
+    """Checked by the parser, before a model is loaded: one line, no traceback."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and option in err and problem in err and "Traceback" not in err, err
+
+
+def test_an_internal_error_has_its_own_exit_code_and_one_line(monkeypatch, capsys):
+    """A bug in medlite (here: a command that raises an unexpected exception) is not 'some inputs failed':
+    exit 4, one line that says to report it; the traceback only under --verbose."""
+    from medlite.commands import env
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(env, "run", broken)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # --verbose sets it to 0 in this process: undone after
+    assert main(["env"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error (KeyError)" in err and "report" in err
+    assert main(["env", "--verbose"]) == 4
+    assert "Traceback" in capsys.readouterr().err

@@ -243,14 +243,14 @@ def test_calibrated_variants_end_in_logits_and_float_variants_in_their_own_softm
             out_raw = raw.get_tensor(outp["index"]).reshape(-1)
             if in_float:
                 assert out_raw.dtype == np.float32 and abs(float(out_raw.sum()) - 1) < 1e-5
-                assert np.array_equal(model.run(x)[0], out_raw) and model.predict_input(x).scores == dict(
+                assert np.array_equal(model.classify(x).score_array, out_raw) and model.classify(x).scores == dict(
                     zip(contract.labels, out_raw.tolist()))
                 continue
             logits = out_raw.astype(np.float64)
             scale, zero = outp["quantization"]
             logits = (logits - zero) * scale if scale else logits
             expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-            assert np.allclose(model.run(x)[0], expected, atol=1e-6)
+            assert np.allclose(model.classify(x).score_array, expected, atol=1e-6)
         assert e["test"]["distinct_scores"] > 1
 
 
@@ -309,8 +309,8 @@ def test_every_variant_computes_its_guard_in_the_graph(all_variants, data_dir):
         model = load(out / e["file"])
         assert model.contract.ood["output"] == len(model._session.outputs) - 1, e["variant"]
         for img in images:
-            _, features, guard, _ = model.infer(model.prepare(Frame(img.astype(np.float32)[..., None])))
-            _, host = model.ood_score(features)
+            p = model.classify(model.prepare(Frame(img.astype(np.float32)[..., None])), features=True)
+            guard, (_, host) = p.ood_score, model.ood_score(p.features)
             assert guard == pytest.approx(host, rel=1e-4), e["variant"]
         if "edgetpu" in e:
             ops, n = e["edgetpu"]["ops"], e["edgetpu"]["guard_ops"]

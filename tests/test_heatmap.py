@@ -59,7 +59,9 @@ def test_the_fp32_heatmap_is_tensorflows_gradcam_on_the_same_weights(bundle, fp3
     for img in images:
         frame = frame_of(img)
         x = model.prepare(frame)
-        scores, features, _, fmap, _ = model.explain(x)
+        outputs = model.session.run(x)
+        fmap = outputs[cam.output][0]  # a float model: its outputs as they are
+        features = outputs[model.contract.features_output].reshape(-1)
         ours = cam.class_map(fmap, features, pos)
         reference, logit = _gradcam_with_tensorflow(keras_model, x[0].astype(np.float32), pos)
         assert ours.shape == reference.shape == fmap.shape[:2]
@@ -94,6 +96,27 @@ def test_render_lays_the_map_over_the_cropped_region_in_the_images_own_pixels():
     assert out.image[:50].max() == 0 and out.image[250:].max() == 0  # nothing outside what the model saw
     cold = render(-np.ones((4, 4)), 30, 30, "center")
     assert cold.image.max() == 0 and cold.box == (0, 0, 30, 30)
+
+
+@pytest.mark.parametrize("crop, height, width, top, left, side_y, side_x", [
+    ("none", 120, 200, 0, 0, 120, 200),  # the map stretched over a wide image
+    ("center", 300, 200, 50, 0, 200, 200),  # a tall image: the model saw its 200x200 centre
+])
+def test_an_asymmetric_map_peaks_where_its_hot_cell_lies_in_the_images_pixels(crop, height, width, top, left,
+                                                                               side_y, side_x):
+    """One hot cell off both diagonals of a 4x4 map (row 1, column 2) on a non-square image: the peak is that
+    cell's centre in the image's own pixels (x from the column, y from the row), so a transposed or mirrored
+    map, or swapped x and y, would put it elsewhere; the box is the cell's neighbourhood."""
+    cmap = np.zeros((4, 4))
+    cmap[1, 2] = 1.0
+    out = render(cmap, height, width, crop)
+    cell_y, cell_x = side_y / 4, side_x / 4
+    centre_x, centre_y = left + 2.5 * cell_x, top + 1.5 * cell_y  # pixel centres: x + 0.5 of the pixel grid
+    assert out.image.shape == (height, width)
+    assert abs(out.peak[0] + 0.5 - centre_x) <= 1 and abs(out.peak[1] + 0.5 - centre_y) <= 1, out.peak
+    x0, y0, x1, y1 = out.box
+    assert left + 2 * cell_x - cell_x / 2 <= x0 <= out.peak[0] < x1 <= left + 3 * cell_x + cell_x / 2
+    assert top + cell_y - cell_y / 2 <= y0 <= out.peak[1] < y1 <= top + 2 * cell_y + cell_y / 2
 
 
 def test_predict_heatmap_writes_maps_at_the_images_own_size(int8_model, dicom_dir, data_dir, tmp_path):

@@ -112,19 +112,19 @@ def test_runtime_decides_with_the_same_rule_when_the_positive_class_is_first(int
         assert p.positive == (p.scores[c.labels[0]] >= 0.5) and p.score == p.scores[c.labels[0]]
 
 
-def test_the_one_vector_decider_is_decide_even_at_a_float32_tie():
-    """The runtime's per-call rule on Python floats gives what ``decide`` gives on float32 arrays, including
-    a score that equals the threshold only once both are float32 (numpy compares in float32)."""
+def test_decide_on_one_vector_is_decide_on_rows_even_at_a_float32_tie():
+    """One score vector of Python floats (as a prediction gives) decides as its row among float32 rows does,
+    including a score that equals the threshold only once both are float32."""
     from types import SimpleNamespace
 
-    from medlite.edge.decision import decide, decider
+    from medlite.edge.decision import decide
 
-    binary = SimpleNamespace(labels=("normal", "pneumonia"), positive_index=1, threshold=0.1000000015)
+    binary = SimpleNamespace(labels=("normal", "pneumonia"), positive_index=1, threshold=0.1000000015, calibration={})
     tie = np.array([0.9, 0.1], dtype=np.float32)
-    assert decider(binary)(tie.tolist()) == decide(tie, binary) == 1
-    first = SimpleNamespace(labels=("disease", "normal"), positive_index=0, threshold=0.3)
-    multi = SimpleNamespace(labels=("a", "b", "c"), positive_index=None, threshold=None)
+    assert decide(tie.tolist(), binary) == decide(tie[None], binary)[0] == 1
+    first = SimpleNamespace(labels=("disease", "normal"), positive_index=0, threshold=0.3, calibration={})
+    multi = SimpleNamespace(labels=("a", "b", "c"), positive_index=None, threshold=None, calibration={})
     rng = np.random.default_rng(0)
     for contract, n in ((binary, 2), (first, 2), (multi, 3)):
         rows = rng.integers(0, 4, size=(200, n)).astype(np.float32) / 4  # many ties
-        assert [decider(contract)(r.tolist()) for r in rows] == decide(rows, contract).tolist()
+        assert [int(decide(r.tolist(), contract)) for r in rows] == decide(rows, contract).tolist()

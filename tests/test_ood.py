@@ -58,9 +58,9 @@ def test_the_guard_inside_the_model_gives_the_hosts_float64_score(demo, data_dir
     threshold, worst, near = model.contract.ood["threshold"], 0.0, 0
     for frame in frames:
         x = model.prepare(frame)
-        _, features, guard, _ = model.infer(x)
-        inside, host = model.ood_score(features)
-        assert model.predict_input(x).ood_score == guard  # predictions read the model's own output
+        p = model.classify(x, features=True)
+        guard, (inside, host) = p.ood_score, model.ood_score(p.features)
+        assert guard == float(model.session.run(x)[guard_at].reshape(-1)[0])  # the model's own output
         worst = max(worst, abs(guard - host) / host)
         if abs(host - threshold) > 1e-4 * threshold:
             assert (guard <= threshold) == inside
@@ -84,9 +84,9 @@ def test_a_model_converted_before_the_guard_moved_into_it_is_guarded_by_the_host
     older, model = load(path), load(int8_model)
     for frame in own_test_frames[:50]:
         x = older.prepare(frame)
-        _, features, guard, _ = older.infer(x)
-        assert older.predict_input(x).ood_score == guard == OodDetector.from_dict(ood).score(features)
-        assert guard == pytest.approx(model.predict_input(x).ood_score, rel=1e-4)
+        p = older.classify(x, features=True)
+        assert p.ood_score == OodDetector.from_dict(ood).score(p.features)
+        assert p.ood_score == pytest.approx(model.classify(x).ood_score, rel=1e-4)
 
 
 def test_records_carry_the_guard_and_the_summary_counts_it(int8_model, data_dir, tmp_path, capsys):

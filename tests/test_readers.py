@@ -84,7 +84,7 @@ def test_pydicom_ultrasound_files_decode_and_run(int8_model, name, pydicom_file)
     model = load(int8_model)
     with pytest.raises(Rejected, match="modality US is not among this model's intended inputs"):
         model.predict(pydicom_file(name))
-    model.intended_use_ignored = True
+    model = load(int8_model, ignore_intended_use=True)
     records = list(model.predict_many([pydicom_file(name)]))
     assert len(records) == 1 and records[0].label in ("normal", "pneumonia") and records[0].intended_use_ignored
 
@@ -154,8 +154,7 @@ def test_non_image_dicom(int8_model, dicom_dir, tmp_path):
     model = load(int8_model)
     with pytest.raises(Rejected, match="modality SR is not among"):  # the chest model's intended use, first
         model.predict(f)
-    model.intended_use_ignored = True
-    problem = _problem(model, f)
+    problem = _problem(load(int8_model, ignore_intended_use=True), f)
     assert "no pixel data" in problem and "SR" in problem
 
 
@@ -164,8 +163,7 @@ def test_unsupported_photometric(int8_model, dicom_dir, tmp_path):
     ds.PhotometricInterpretation = "HSV"
     f = tmp_path / "hsv.dcm"
     ds.save_as(f)
-    model = load(int8_model)
-    model.intended_use_ignored = True  # an ultrasound file, here only as an image the reader must refuse
+    model = load(int8_model, ignore_intended_use=True)  # an ultrasound file, here only an image to refuse
     assert "photometric interpretation 'HSV' is not supported" in _problem(model, f)
 
 
@@ -249,10 +247,9 @@ def _inputs(model, path):
     """The model input of ``path`` decoded at full resolution and as medlite decodes it by default."""
     out = []
     for full in (True, False):
-        model.full_decode = full
-        (frame,) = model.frames(path)
-        out.append((frame.pixels.shape, model.prepare(frame), model.predict(path)))
-    model.full_decode = False
+        m = load(model.path, ignore_intended_use=model.intended_use_ignored, full_decode=full)
+        (frame,) = m.frames(path)
+        out.append((frame.pixels.shape, m.prepare(frame), m.predict(path)))
     return out
 
 

@@ -2,10 +2,8 @@
 
 import dataclasses
 import json
-import math
 import shutil
 import threading
-from array import array
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from medlite.cli import main
 from medlite.edge import BackendUnavailable, Options, Rejected, load, read_contract
 from medlite.edge.backends import edgetpu, gpu
-from medlite.edge.scores import float32_pair, softmax
+from medlite.edge.scores import dequantize, softmax
 
 
 def test_auto_records_why_each_better_backend_was_passed_over(int8_model):
@@ -158,16 +156,14 @@ def test_training_and_cart_preprocessing_agree_on_decoded_files(fp32_model, data
     assert data.splits["train"].x.shape == (5, 28, 28, 1) and not data.skipped
     fp32 = fp32_model.read_bytes()
     contract = read_contract(fp32).replace(input=data.spec, preprocess=data.preprocess)
-    model = load(embed_contract(fp32, contract), backend="cpu")
-    model.intended_use_ignored = True
+    model = load(embed_contract(fp32, contract), backend="cpu", ignore_intended_use=True)
     cart = [model.prepare(frame)[0] for folder in ("train/a", "train/b")
             for f in sorted((tmp_path / folder).iterdir()) for frame in model.frames(f)]
     np.testing.assert_array_equal(np.stack(cart), data.splits["train"].x)
 
 
 def test_shared_model_is_thread_safe(int8_model, dicom_dir, data_dir):
-    model = load(int8_model)
-    model.intended_use_ignored = True  # the ultrasound files too: here they are only inputs to decode
+    model = load(int8_model, ignore_intended_use=True)  # the ultrasound files too: here only inputs to decode
     files = sorted(dicom_dir.glob("*.dcm")) + sorted((data_dir / "images").glob("*.png"))
     expected = {str(f): model.predict(f).scores for f in files}
     got, errors = {}, []
@@ -198,73 +194,67 @@ def _real_inputs(model, data_dir, n=40):
     return [model.prepare(frame_of(img)) for img in images]
 
 
-def test_cpu_session_reads_litert_buffers_in_place_and_they_follow_every_call(int8_model, data_dir):
-    """The zero-copy views give, call after call, what a separate LiteRT interpreter gives; copies kept by a
-    caller do not change with the next call; a wrong input is refused as LiteRT's set_tensor refuses it."""
+def test_cpu_session_copies_what_a_separate_interpreter_gives(int8_model, data_dir):
+    """The CPU session's outputs equal a separate LiteRT interpreter's, call after call; outputs a caller
+    keeps do not change with the next call; a wrong input is refused with the model's input named."""
     from ai_edge_litert.interpreter import Interpreter
 
     model = load(int8_model, backend="cpu")
-    session = model._session
+    session = model.session
     raw = Interpreter(model_path=str(int8_model))
     raw.allocate_tensors()
     outs = [o["index"] for o in raw.get_output_details()]
     xs = _real_inputs(model, data_dir, 10)
     kept = session.run(xs[0])
     for x in xs:
-        views = session.run(x, copy=False)
+        got = session.run(x)
         raw.set_tensor(raw.get_input_details()[0]["index"], x)
         raw.invoke()
-        for view, i in zip(views, outs):
-            assert np.array_equal(view, raw.get_tensor(i))
-    assert not np.array_equal(session.run(xs[1])[0], kept[0]) or np.array_equal(xs[0], xs[1])
+        for o, i in zip(got, outs):
+            assert np.array_equal(o, raw.get_tensor(i))
+    assert session.run(xs[1], wanted=(0,))[1:] == [None] * (len(outs) - 1)
     raw.set_tensor(raw.get_input_details()[0]["index"], xs[0])
     raw.invoke()
     assert np.array_equal(kept[0], raw.get_tensor(outs[0]))
-    with pytest.raises(ValueError, match="the model takes"):
-        session.run(xs[0].astype(np.float32))
-
-
-def test_bound_call_reads_what_run_reads_on_the_fast_and_the_generic_path(int8_model, data_dir):
-    """A prediction's bound call (LiteRT's SetTensor, flat memoryviews on the output buffers) and the generic
-    one every other backend gets (run, then each output flattened) read what run copies, call after call;
-    a wrong input is refused with the model's input named, before anything runs."""
-    from medlite.edge.backends.session import Session
-
-    model = load(int8_model, backend="cpu")
-    session = model._session
-    fast, generic = session.bind(model._wanted), Session.bind(session, model._wanted)
-    for x in _real_inputs(model, data_dir, 10):
-        expected = [o.reshape(-1).tolist() for o in session.run(x)]
-        assert [o.tolist() for o in fast(x)] == expected
-        assert [o.tolist() for o in generic(x)] == expected
-        for o, info in zip(fast(x), session.outputs):  # Python numbers, not numpy scalars
-            assert {type(v) for v in o.tolist()} == {float if info.dtype.kind == "f" else int}
-    for bad in (x.astype(np.float32), x[0], x[:, :, :-1]):
+    for bad in (xs[0].astype(np.float32), xs[0][0], xs[0][:, :, :-1]):
         with pytest.raises(ValueError, match=r"the model takes \(1, 28, 28, 1\) int8"):
-            fast(bad)
+            session.run(bad)
 
 
 # slow by hand: conftest marks tests by the fixtures they name, and this one asks for its model by value
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["int8_model", "fp32_model"])
-def test_predict_input_gives_what_the_array_path_gives(which, request, data_dir):
-    """predict_input (outputs read in place, 8-bit codes dequantized by table, the rule on Python floats)
-    against infer + result (copies, numpy): the same scores to the bit, decisions and guard scores."""
-    model = load(request.getfixturevalue(which), backend="cpu")
+def test_classify_gives_what_a_raw_interpreter_gives(which, request, data_dir):
+    """The one inference path against a separate raw LiteRT interpreter on real inputs: the scores are its
+    output dequantized (and the contract's softmax applied in float), bit for bit; the decision is ``decide``'s,
+    the guard's score is the model's own output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from medlite.edge import decide
+
+    path = request.getfixturevalue(which)
+    model = load(path, backend="cpu")
+    c = model.contract
+    raw = Interpreter(model_path=str(path))
+    raw.allocate_tensors()
+    outs = raw.get_output_details()
     for x in _real_inputs(model, data_dir):
-        fast = model.predict_input(x)
-        scores, _, guard, ms = model.infer(x)
-        slow = model.result(scores, ms, ood_score=guard)
-        assert fast.scores == slow.scores and fast.label == slow.label and fast.positive == slow.positive
-        assert fast.score == slow.score and fast.in_distribution == slow.in_distribution
-        assert fast.ood_score == slow.ood_score
-        assert fast._replace(latency_ms=0) == slow._replace(latency_ms=0)
+        raw.set_tensor(raw.get_input_details()[0]["index"], x)
+        raw.invoke()
+        scores_out = outs[c.scores_output]
+        scale, zero = scores_out["quantization"]
+        scores = dequantize(raw.get_tensor(scores_out["index"]), (scale, zero) if scale else None).tolist()
+        scores = softmax(scores) if c.activation == "softmax" else scores
+        p = model.classify(x)
+        assert list(p.scores.values()) == scores and p.label == c.labels[int(decide(scores, c))]
+        assert p.ood_score == float(raw.get_tensor(outs[c.ood["output"]]["index"]).reshape(-1)[0])
+        assert p.in_distribution == (p.ood_score <= c.ood["threshold"])
 
 
 def test_each_value_of_a_prediction_is_under_its_own_name(int8_model, dicom_dir):
-    """The runtime writes a Prediction as one tuple in the class's field order: on a real DICOM (file, frame
-    and SOP Instance UID set), every field equals the one of a Prediction built by name; equality leaves the
-    heatmap out, and the record carries the same values."""
+    """On a real DICOM (file, frame and SOP Instance UID set), every field of the Prediction equals the one
+    of a Prediction built by name from the session's own outputs; equality leaves the arrays out, and the
+    record carries the same values."""
     from medlite.edge import Prediction, decide
 
     model = load(int8_model, backend="cpu")
@@ -272,19 +262,24 @@ def test_each_value_of_a_prediction_is_under_its_own_name(int8_model, dicom_dir)
     frame = dataclasses.replace(frame, frame=3)  # as a cine's frame: every field of the frame set
     x = model.prepare(frame)
     got = model.predict_frame(frame, x=x)
-    scores, _, guard, _ = model.infer(x)
     c = model.contract
+    outputs = model.session.run(x)
+    scores = softmax(dequantize(outputs[c.scores_output], model.session.outputs[c.scores_output].quant).tolist())
+    guard = float(outputs[c.ood["output"]].reshape(-1)[0])
     label = int(decide(scores, c))
-    expected = Prediction(label=c.labels[label], scores=dict(zip(c.labels, scores.tolist())),
-                          positive=label == c.positive_index, score=float(scores[c.positive_index]),
+    expected = Prediction(label=c.labels[label], scores=dict(zip(c.labels, scores)),
+                          positive=label == c.positive_index, score=scores[c.positive_index],
                           threshold=c.threshold, backend="cpu", latency_ms=got.latency_ms, model_sha256=model.sha256,
                           file=frame.file, frame=frame.frame, sop_instance_uid=frame.sop_instance_uid,
                           intended_use_ignored=False, in_distribution=guard <= c.ood["threshold"], ood_score=guard)
     assert frame.file and frame.sop_instance_uid
-    for name in Prediction._fields:
-        assert getattr(got, name) == getattr(expected, name), name
+    for field in dataclasses.fields(Prediction):
+        if field.compare:
+            assert getattr(got, field.name) == getattr(expected, field.name), field.name
     assert got == expected and not got != expected
-    assert got._replace(heatmap=np.zeros((2, 2), np.uint8)) == expected  # the heatmap is not compared
+    assert dataclasses.replace(got, heatmap=np.zeros((2, 2), np.uint8)) == expected  # arrays are not compared
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.label = "normal"
     assert got.record()["sop_instance_uid"] == frame.sop_instance_uid and got.record()["file"] == frame.file
 
 
@@ -389,22 +384,3 @@ def test_dicoms_outside_the_intended_use_are_rejected_with_a_reason(int8_model, 
     assert main(["predict", str(int8_model), us[0], "--out", str(out), "-q", "--ignore-intended-use"]) == 0
     (rec,) = map(json.loads, out.read_text().splitlines())
     assert rec["status"] == "ok" and rec["intended_use"] == "ignored"
-
-
-def test_two_class_softmax_is_the_general_softmax_to_the_bit():
-    """The runtime writes the softmax of two logits out by hand, rounded to float32 through a memoryview; it
-    must give the general rule's float32 bits (libm exp after the max, fsum, rounded by array("f")), including
-    ties and differences that overflow exp."""
-    def general(logits):
-        top = max(logits)
-        e = [math.exp(v - top) for v in logits]
-        total = math.fsum(e)
-        return array("f", [v / total for v in e]).tolist()
-
-    rng = np.random.default_rng(0)
-    cases = [[0.0, 0.0], [3.5, 3.5], [-800.0, 800.0], [800.0, -800.0], [1e-30, -1e-30], [17.0, 16.999999]]
-    cases += rng.normal(0, 8, size=(2000, 2)).astype(np.float32).tolist()
-    pair = float32_pair()  # a model's own, reused call after call
-    for logits in cases:
-        assert softmax(logits) == softmax(logits, pair) == general(logits), logits
-    assert list(softmax([1.0, 2.0, 3.0])) == general([1.0, 2.0, 3.0])

@@ -36,6 +36,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.1, metadata={"help": 'stratified validation split when the data has none'})
     operating_point: str = field(default="sensitivity", metadata={"help": '"sensitivity" (reach target_sensitivity) or "youden"'})
     target_sensitivity: float = field(default=0.95, metadata={"help": 'for operating_point "sensitivity"'})
+    calibration: str = field(default="balanced", metadata={"help": 'multi-class decisions, chosen on validation: "balanced" (class weights for the best balanced accuracy), "prior" (undo the class weighting) or "none" (the highest score)'})
     positive_class: str | None = field(default=None, metadata={"help": 'binary sets: the class a "positive" decision means (the disease); default: the known one for MedMNIST sets, else the second'})
     modality: str | None = field(default=None, metadata={"help": 'intended use: DICOM modalities the model is for, comma-separated (CR,DX); default: the training DICOMs\' own, or the MedMNIST set\'s'})
     body_part: str | None = field(default=None, metadata={"help": 'intended use: DICOM body parts, comma-separated (CHEST); default as for --modality'})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..edge.metrics import choose_threshold, classification_metrics
+from .calibration import decisions
+from .calibration import fit as fit_calibration
 from .config import TrainConfig
 
 
@@ -15,16 +17,21 @@ def operating_point_name(config: TrainConfig) -> str:
 
 
 def evaluate(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray] | None,
-             pos: int | None, config: TrainConfig, seed: int = 0) -> tuple[float | None, dict]:
-    """Choose the threshold on validation ``(y, probs)``, then report it on validation and test.
-
-    Returns the threshold (None for multi-class) and ``{"validation": {...}, "test": {...}}``.
-    """
+             pos: int | None, config: TrainConfig, train_counts: np.ndarray, seed: int = 0
+             ) -> tuple[float | None, dict, dict]:
+    """Choose the decision on validation ``(y, probs)``: a binary model's threshold, a multi-class model's
+    calibration (``train_counts``: the training split's images per class); then report it on validation and
+    test. Returns (threshold or None, calibration or {}, ``{"validation": {...}, "test": {...}}``)."""
     yv, pv = val
-    threshold = None
+    threshold, calibration = None, {}
     if pos is not None:
         threshold = choose_threshold(yv == pos, pv[:, pos], config.operating_point, config.target_sensitivity)
-    metrics = {"validation": classification_metrics(yv, pv, pos, threshold, seed=seed)}
+    else:
+        calibration = fit_calibration(config.calibration, yv, pv, train_counts)
+    weights = calibration.get("weights")
+    metrics = {"validation": classification_metrics(yv, pv, pos, threshold, seed=seed,
+                                                    decided=decisions(pv, weights))}
     if test is not None:
-        metrics["test"] = classification_metrics(test[0], test[1], pos, threshold, seed=seed)
-    return threshold, metrics
+        metrics["test"] = classification_metrics(test[0], test[1], pos, threshold, seed=seed,
+                                                 decided=decisions(test[1], weights))
+    return threshold, calibration, metrics

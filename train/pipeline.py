@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..edge.contract import Contract, IntendedUse
 from ..edge.version import __version__
 from .bundle import save_bundle
@@ -41,7 +43,9 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
     # Validation and test only: the training split's scores are used by nothing.
     probs = {s: result.model.predict(a.x, batch_size=512, verbose=0) for s, a in data.splits.items() if s != "train"}
     test = (data.splits["test"].y, probs["test"]) if "test" in data.splits else None
-    threshold, metrics = evaluate((data.splits["val"].y, probs["val"]), test, pos, config, seed=config.seed)
+    counts = np.bincount(data.splits["train"].y, minlength=len(data.label_names))
+    threshold, calibration, metrics = evaluate((data.splits["val"].y, probs["val"]), test, pos, config, counts,
+                                               seed=config.seed)
     positive = None if pos is None else data.label_names[pos]
     metrics["positive_class"] = {"label": positive, "chosen": pos_how}
     info = {
@@ -54,7 +58,9 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
     contract = Contract(
         input=data.spec, labels=data.label_names, preprocess=data.preprocess, positive_index=pos,
         intended_use=intended_use(data, config),
-        threshold=threshold, operating_point=operating_point_name(config) if pos is not None else "argmax",
+        threshold=threshold, calibration=calibration,
+        operating_point=operating_point_name(config) if pos is not None else
+        ("argmax" if not calibration else f"class weights ({calibration['method']}) on validation"),
         provenance={"medlite_version": __version__, "variant": "keras", "family": config.model,
                     "training_data": data.name, "training_data_sha256": data.sha256,
                     "positive_class": positive},

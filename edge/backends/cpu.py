@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..tflite_file import custom_ops
 from .litert import quantization, quiet, quiet_stderr, runtime
-from .session import Options, Session, TensorInfo, flat
+from .session import Options, Session, TensorInfo
 
 NAME = "cpu"
 
@@ -33,46 +31,24 @@ class CpuSession(Session):
         self.input = TensorInfo(tuple(map(int, inp["shape"])), np.dtype(inp["dtype"]), quantization(inp))
         self.outputs = tuple(TensorInfo(tuple(map(int, o["shape"])), np.dtype(o["dtype"]), quantization(o))
                              for o in outs)
-        # Zero-copy outputs: numpy views on the interpreter's own output buffers, made once. LiteRT's Python
-        # invoke() refuses to run while such a view lives, since a reallocation would leave it dangling; this
-        # session never resizes or reallocates after allocate_tensors, so it invokes the wrapped interpreter
-        # directly and the views stay valid for its whole life.
+        # Views on the interpreter's own output buffers, made once: this session never resizes or reallocates
+        # after allocate_tensors, so they stay valid, and run copies what it was asked for out of them.
         self._views = tuple(interpreter.tensor(i)() for i in self._outs)
-        self._flat = tuple(flat(v) for v in self._views)  # the same buffers, for bind
-        # The input is copied in by LiteRT's SetTensor, a checked memcpy: numpy's assignment into a view of
-        # the input costs several microseconds more, its dtype-transfer code cold after every call.
-        self._set_tensor, self._invoke = interpreter._interpreter.SetTensor, interpreter._interpreter.Invoke
 
-    def _mismatch(self, x) -> ValueError:
-        return ValueError(f"input is {np.shape(x)} {np.asarray(x).dtype}; the model takes {self.input.shape} "
-                          f"{self.input.dtype}")
-
-    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None, copy: bool = True) -> list[np.ndarray | None]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
         try:
-            self._set_tensor(self._in, x)
+            self._interp.set_tensor(self._in, x)  # LiteRT checks the shape and type
         except ValueError:
-            raise self._mismatch(x) from None
-        self._invoke()
-        if not copy:
-            return list(self._views)  # every output, in place: reading one costs nothing until it is read
+            raise ValueError(f"input is {np.shape(x)} {np.asarray(x).dtype}; the model takes {self.input.shape} "
+                             f"{self.input.dtype}") from None
+        # The wrapped interpreter's Invoke: LiteRT's Python invoke() refuses to run while a view on an output
+        # lives (a reallocation would leave it dangling), which cannot happen here.
+        self._interp._interpreter.Invoke()
         keep = range(len(self._views)) if wanted is None else wanted
         out: list[np.ndarray | None] = [None] * len(self._views)
         for k in keep:
             out[k] = self._views[k].copy()
         return out
-
-    def bind(self, wanted: tuple[int, ...]) -> Callable[[np.ndarray], tuple]:
-        set_tensor, index, invoke, outputs, mismatch = self._set_tensor, self._in, self._invoke, self._flat, \
-            self._mismatch
-
-        def call(x: np.ndarray) -> tuple:
-            try:
-                set_tensor(index, x)
-            except ValueError:
-                raise mismatch(x) from None
-            invoke()
-            return outputs  # every output, in place
-        return call
 
 
 def open(model: bytes, options: Options) -> CpuSession:  # noqa: A001 - the plug-in verb, as in pydicom

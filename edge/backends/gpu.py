@@ -111,7 +111,7 @@ class GpuSession(Session):
         self._inputs = self._cm.create_input_buffers(0)
         self._outputs = self._cm.create_output_buffers(0)
 
-    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None, copy: bool = True) -> list[np.ndarray | None]:
+    def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
         self._inputs[0].write(x)
         self._cm.run_by_index(0, self._inputs, self._outputs)
         keep = range(len(self.outputs)) if wanted is None else wanted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .shared import EXIT_OK, UsageError, console, data_args, positive_int
+from .shared import EXIT_OK, UsageError, console, data_args, positive_int, whole_number
 
 
 def register(sub, common) -> None:
@@ -18,7 +18,7 @@ def register(sub, common) -> None:
                    help="default all: every backend that can run each model here")
     p.add_argument("--threads", type=positive_int, action="append",
                    help="CPU thread count; repeat for several (default 1: the stable figure on a shared machine)")
-    p.add_argument("--runs", type=int, default=200, help="timed inferences per model (at least 200)")
+    p.add_argument("--runs", type=whole_number(1), default=200, help="timed inferences per model (at least 200)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.csv")
     p.set_defaults(run=run)
 

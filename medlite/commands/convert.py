@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .shared import EXIT_FAILED, EXIT_OK, UsageError, needs_train, variants
+from .shared import EXIT_FAILED, EXIT_OK, UsageError, needs_train, variants, whole_number
 
 
 def register(sub, common) -> None:
@@ -13,7 +13,7 @@ def register(sub, common) -> None:
     p.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32, fp16, dynamic, int8, int16x8, "
                                                           "int8-qat, int8-pruned, or 'all' (default fp32,int8)")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
-    p.add_argument("--calibration-images", type=int, default=1000, help="real training images for calibration "
+    p.add_argument("--calibration-images", type=whole_number(1), default=1000, help="real training images for calibration "
                                                                        "(default 1000)")
     p.add_argument("--io-type", choices=("int8", "uint8"), default="int8", help="integer variants' input/output type")
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="flag a variant losing more validation AUC")
@@ -21,7 +21,7 @@ def register(sub, common) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--float-layers", default="0", help="int8: keep the N layers with the worst quantization error "
                                                       "in float, or 'auto' for the fewest that meet --max-auc-drop")
-    p.add_argument("--finetune-epochs", type=int, help="int8-qat and int8-pruned: fine-tuning epochs "
+    p.add_argument("--finetune-epochs", type=whole_number(1), help="int8-qat and int8-pruned: fine-tuning epochs "
                                                        "(default 1 for each)")
     p.add_argument("--sparsity", type=float, default=0.5, help="int8-pruned: fraction of weights pruned to zero")
     p.add_argument("--data-dir", help="where to find the bundle's training data")

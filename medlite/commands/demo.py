@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import bench, convert, report, select, train
-from .shared import EXIT_OK, UsageError, console, data_args, needs_train, positive_int, variants
+from .shared import EXIT_OK, UsageError, console, data_args, needs_train, positive_int, variants, whole_number
 
 
 def register(sub, common) -> None:
@@ -20,7 +20,7 @@ def register(sub, common) -> None:
     data_args(p, default="pneumoniamnist")
     p.add_argument("--out", default="medlite-out", help="output folder (default ./medlite-out)")
     p.add_argument("--epochs", type=positive_int, help="cap the training epochs (default: the recipe's)")
-    p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
+    p.add_argument("--runs", type=whole_number(1), default=200, help="timed inferences per model (default 200)")
     p.add_argument("--threads", type=positive_int, help="CPU interpreter threads for the bench (default 1)")
     p.add_argument("--variants", default="all", help="variants to convert and measure (default all)")
     p.set_defaults(run=run)

@@ -9,7 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .shared import EXIT_FAILED, EXIT_OK, UsageError, console, load_model, model_args
+from .shared import (EXIT_FAILED, EXIT_OK, UsageError, console, load_model, model_args, whole_number,
+                     writable_file)
 
 PREVIEW = 1024  # the longest side of an overlay
 
@@ -21,9 +22,9 @@ def register(sub, common) -> None:
                                    "all succeeded; 1: some failed; 2: usage error; 3: the model cannot run here.")
     model_args(p)
     p.add_argument("paths", nargs="+", help="files, folders or glob patterns")
-    p.add_argument("--out", help="JSON Lines output file (default: standard output)")
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: decode in the main "
-                                                          "process)")
+    p.add_argument("--out", type=writable_file, help="JSON Lines output file (default: standard output)")
+    p.add_argument("--workers", type=whole_number(0, 64), default=2,
+                   help="decoding worker processes, 0 to 64 (0: decode in the main process)")
     p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
     p.add_argument("--ignore-intended-use", action="store_true",
                    help="run DICOMs outside the model's intended use too; each record then says so")
@@ -39,20 +40,14 @@ def register(sub, common) -> None:
 
 
 def run(args) -> int:
-    import dataclasses
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from medlite.edge import batch
     from medlite.edge.backends.litert import runtime
 
-    model = load_model(args)
-    if args.frames is not None:
-        frames = int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
-        model.contract = model.contract.replace(preprocess=dataclasses.replace(model.contract.preprocess,
-                                                                                frames=frames))
-    model.intended_use_ignored = args.ignore_intended_use
-    model.full_decode = args.full_decode
+    frames = None if args.frames is None else int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
+    model = load_model(args, frames=frames, ignore_intended_use=args.ignore_intended_use,
+                       full_decode=args.full_decode)
     files, missing = batch.expand(args.paths)
     con = console(args)
     for a in model.attempts:

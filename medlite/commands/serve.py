@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .shared import EXIT_OK, load_model, model_args
+from .shared import EXIT_OK, load_model, model_args, whole_number
 
 
 def destination(text: str):
@@ -29,7 +29,8 @@ def register(sub, common) -> None:
                                    "SIGTERM; a restart finishes whatever was received and not yet reported.")
     model_args(p)
     p.add_argument("--out", required=True, type=Path, help="the node's folder: incoming/, reports/, outbox/")
-    p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112; 0: any free port)")
+    p.add_argument("--port", type=whole_number(0, 65535), default=11112,
+                   help="TCP port (default 11112; 0: any free port)")
     p.add_argument("--ae-title", default="MEDLITE", help="this node's AE title (default MEDLITE)")
     p.add_argument("--bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
@@ -40,8 +41,8 @@ def register(sub, common) -> None:
     p.add_argument("--tls-cert", help="PEM certificate: serve DICOM over TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--tls-ca", help="PEM CA bundle: require senders to present a certificate it signed")
-    p.add_argument("--workers", type=int, default=2,
-                   help="processes that decode images and build reports (default 2; 0: one thread does all)")
+    p.add_argument("--workers", type=whole_number(0, 64), default=2,
+                   help="processes that decode images, 0 to 64 (default 2; 0: the analysis thread decodes)")
     p.set_defaults(run=run)
 
 
@@ -51,15 +52,13 @@ def run(args) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    if not 0 <= args.port < 65536:
-        raise UsageError(f"--port {args.port} is not a TCP port")
     if not 0 < len(args.ae_title) <= 16:
         raise UsageError("--ae-title must be 1 to 16 characters")
     _log_to_stderr(args)
     model = load_model(args)
     settings = Settings(out=args.out, port=args.port, ae_title=args.ae_title, bind=args.bind,
                         allow=tuple(args.allow), forward=args.forward, tls_cert=args.tls_cert,
-                        tls_key=args.tls_key, tls_ca=args.tls_ca, workers=max(0, args.workers))
+                        tls_key=args.tls_key, tls_ca=args.tls_ca, workers=args.workers)
     node = Node(model, settings)
     log = logging.getLogger("medlite.serve")
     log.info("model %s (%s, SHA-256 %s) on %s; intended use: %s", args.model, node.algorithm["variant"],

@@ -9,6 +9,7 @@ EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # some inputs failed (their records say why), or nothing met a selection's constraints
 EXIT_USAGE = 2  # the command line or its inputs are wrong: a bad flag, a missing data set or folder
 EXIT_CANNOT_RUN = 3  # the model cannot run here: not a usable medlite model, or no backend that can run it
+EXIT_INTERNAL = 4  # medlite itself failed unexpectedly: a bug to report (the traceback under --verbose)
 
 
 class UsageError(Exception):
@@ -40,13 +41,35 @@ def variants(text: str) -> list[str]:
 
 
 def positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+    return whole_number(1)(text)
+
+
+def whole_number(low: int, high: int | None = None):
+    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound when None)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < low or (high is not None and n > high):
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {n}" if high is None else
+                                             f"must be from {low} to {high}, got {n}")
+        return n
+    return parse
+
+
+def writable_file(text: str) -> str:
+    """An argparse type: an output file whose folder exists and can be written, checked before any work."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} does not exist")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: it is a folder")
+    if not os.access(folder, os.W_OK) or (os.path.exists(text) and not os.access(text, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    return text
 
 
 def edgetpu_device(text: str) -> str:
@@ -69,11 +92,11 @@ def model_args(p) -> None:
     p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
 
 
-def load_model(args):
-    """The model of ``model_args``, loaded on its backend."""
+def load_model(args, **options):
+    """The model of ``model_args``, loaded on its backend with the run ``options`` of ``medlite.edge.load``."""
     from medlite.edge import load
 
-    return load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    return load(args.model, backend=args.backend, threads=args.threads, device=args.device, **options)
 
 
 def data_args(p, required: bool = True, default: str | None = None) -> None:
