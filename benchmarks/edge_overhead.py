@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from paediatric import make_child
 
 from medlite.convert.contract_writer import embed_contract
 from medlite.convert.export import cart_model, convert
@@ -151,6 +152,7 @@ def folder_run(model_path: Path, dicom_dir: Path, copies: int) -> dict:
         for i in range(copies):
             for f in sorted(dicom_dir.glob("*.dcm")):
                 shutil.copy(f, folder / f"{i:03d}_{f.name}")
+                make_child(folder / f"{i:03d}_{f.name}")
         n = len(list(folder.iterdir()))
         times: dict[int, list[float]] = {0: [], 2: []}
         for workers in (0, 2, 0, 2):  # alternated, twice each

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from paediatric import make_child
 
 CHEST = ("cr_chest_j2k.dcm", "cr_chest_jpeg_lossless.dcm", "dx_chest.dcm", "dx_chest_j2k_lossless.dcm")
 ULTRASOUND = ("us_rle.dcm", "us_rgb.dcm", "us_j2k.dcm", "us_cine_jpeg_30_frames.dcm")
@@ -99,6 +100,8 @@ def build_sources(data_dir: Path, into: Path) -> dict[str, Path]:
     ds = pydicom.dcmread(out["dx_chest.dcm"])
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
     ds.save_as(out["dx_chest_j2k_lossless.dcm"])
+    for f in out.values():
+        make_child(f)  # the paediatric model answers them, as the hand-written loop does
     return out
 
 

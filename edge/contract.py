@@ -65,6 +65,11 @@ class IntendedUse:
     modalities: tuple[str, ...] = ()  # DICOM Modality values, e.g. ("CR", "DX")
     body_parts: tuple[str, ...] = ()  # DICOM BodyPartExamined values, e.g. ("CHEST",)
     description: str = ""  # in words, e.g. "paediatric chest X-ray"
+    # The patients' ages the model was validated on, in years (inclusive; fractions for months), or None.
+    age_years: tuple[float, float] | None = None
+    # A DICOM that gives no age where an age range is set: "reject" it (it cannot be checked), or "answer" it
+    # with its record marked. A cautious product rejects: an adult film without an age looks like a child's.
+    if_age_missing: str = "reject"
 
     def violation(self, modality: str | None, body_part: str | None) -> str | None:
         """Why a file with these tags is outside the intended use; None when it is not."""
@@ -76,11 +81,43 @@ class IntendedUse:
                     f"({', '.join(self.body_parts)})")
         return None
 
+    def age_violation(self, age_years: float | None) -> str | None:
+        """Why an image of a patient of this age (None: the file gives none) is outside the intended use; None
+        when it is not, or when the intended use names no ages."""
+        if self.age_years is not None:
+            if age_years is None and self.if_age_missing == "reject":
+                return (f"the file gives no patient age (PatientAge, or PatientBirthDate with StudyDate or "
+                        f"AcquisitionDate), so it cannot be checked against this model's intended use "
+                        f"({age_range_text(self.age_years)})")
+            if age_years is not None and not self.age_years[0] <= age_years <= self.age_years[1]:
+                return (f"patient age {age_text(age_years)} is outside this model's intended use "
+                        f"({age_range_text(self.age_years)})")
+        return None
+
     def describe(self) -> str:
         rules = [f"modality {', '.join(self.modalities)}" if self.modalities else "",
-                 f"body part {', '.join(self.body_parts)}" if self.body_parts else ""]
+                 f"body part {', '.join(self.body_parts)}" if self.body_parts else "",
+                 f"patient age {age_range_text(self.age_years)}, a DICOM without an age "
+                 f"{'rejected' if self.if_age_missing == 'reject' else 'answered and marked'}"
+                 if self.age_years is not None else ""]
         text = "; ".join(r for r in rules if r) or "no DICOM rules"
         return f"{text} ({self.description})" if self.description else text
+
+
+def age_text(years: float) -> str:
+    """An age as a person says it: months under two years, else whole years."""
+    if years < 2:
+        months = years * 12
+        return f"{months:.0f} months" if abs(months - round(months)) < 0.05 else f"{months:.1f} months"
+    return f"{int(years)} years"
+
+
+def age_range_text(ages: tuple[float, float]) -> str:
+    """A range in months when it ends under two years, else in years (its start in months when not whole)."""
+    lo, hi = ages
+    if hi < 2:
+        return f"{lo * 12:g} to {hi * 12:g} months"
+    return f"{lo:g} to {hi:g} years" if lo == int(lo) else f"{age_text(lo)} to {hi:g} years"
 
 
 @dataclass(frozen=True)
@@ -150,8 +187,7 @@ class Contract:
                 features_output=d.get("features_output"),
                 ood=dict(d.get("ood", {})),
                 heatmap=dict(d.get("heatmap", {})),
-                intended_use=IntendedUse(**{k: (tuple(str(x).upper() for x in v) if k != "description" else str(v))
-                                            for k, v in d.get("intended_use", {}).items()}),
+                intended_use=intended_use_from(d.get("intended_use", {})),
                 positive_index=d.get("positive_index"),
                 threshold=d.get("threshold"),
                 operating_point=d.get("operating_point", ""),
@@ -194,10 +230,24 @@ class Contract:
         if weights is not None and (len(weights) != len(self.labels) or not all(
                 isinstance(w, (int, float)) and w > 0 for w in weights)):
             problems.append(f"calibration weights must be {len(self.labels)} positive numbers, one per label")
+        ages, use = self.intended_use.age_years, self.intended_use
+        if ages is not None and not 0 <= ages[0] <= ages[1]:
+            problems.append(f"intended age range must be 0 <= min <= max, got {ages}")
+        if use.if_age_missing not in ("reject", "answer"):
+            problems.append(f"if_age_missing must be 'reject' or 'answer', got {use.if_age_missing!r}")
         if self.positive_index is not None and not 0 <= self.positive_index < len(self.labels):
             problems.append(f"positive_index {self.positive_index} is not a label index")
         if problems:
             raise ModelError(file, "the medlite contract is invalid: " + "; ".join(problems))
+
+
+def intended_use_from(d: dict[str, Any]) -> IntendedUse:
+    ages = d.get("age_years")
+    return IntendedUse(modalities=tuple(str(x).upper() for x in d.get("modalities", ())),
+                       body_parts=tuple(str(x).upper() for x in d.get("body_parts", ())),
+                       description=str(d.get("description", "")),
+                       age_years=None if ages is None else (float(ages[0]), float(ages[1])),
+                       if_age_missing=str(d.get("if_age_missing", "reject")))
 
 
 def contract_digest(d: dict[str, Any]) -> str:

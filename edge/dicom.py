@@ -7,6 +7,7 @@ prints: a DICOM is identified by its file name and SOP Instance UID only.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import re
 import warnings
@@ -79,6 +80,12 @@ def _dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: Int
                                    "interrupted copy or transfer?); send it again")
         raise InputError(path, f"this DICOM has no pixel data ({sop}, modality {modality or '?'}); "
                                "it is not an image, so there is nothing to classify")
+    age = patient_age_years(ds)  # checked once the file is known to be an image
+    reason = intended.age_violation(age) if intended else None
+    if reason:
+        raise Rejected(path, reason)
+    # Answered without an age check: the intended use names ages, and this file gives none.
+    unchecked_age = intended is not None and intended.age_years is not None and age is None
     photometric = _code(ds, "PhotometricInterpretation", path) or ""
     if photometric not in GREY + COLOUR + (PALETTE,):
         raise InputError(path, f"photometric interpretation {photometric or '(missing)'!r} is not supported; "
@@ -107,9 +114,39 @@ def _dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: Int
     for i in indices:
         pixels = _to_display(arr[i], ds, photometric, pre)
         frames.append(Frame(pixels, file=path, frame=i if n_frames > 1 else None, sop_instance_uid=uid,
-                            size=(int(ds.Rows), int(ds.Columns)),
-                            modality=modality, body_part=body_part))
+                            size=(int(ds.Rows), int(ds.Columns)), modality=modality, body_part=body_part,
+                            age_years=age, age_unchecked=unchecked_age))
     return frames
+
+
+AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}  # DICOM Age String (AS) units, in years
+AGE_STRING = re.compile(r"^(\d{1,3})([DWMY]?)$")
+
+
+def patient_age_years(ds: pydicom.Dataset) -> float | None:
+    """The patient's age at the examination, in years: PatientAge (AS, "004Y", "018M"; a bare number is
+    years), else PatientBirthDate and the StudyDate or AcquisitionDate; None when the file gives neither.
+    Only the age is kept: the birth date itself never leaves this function."""
+    try:
+        text = str(ds.get("PatientAge", "") or "").strip().upper()
+        match = AGE_STRING.match(text)
+        if match:
+            return int(match.group(1)) * AGE_UNITS[match.group(2) or "Y"]
+        born = _date(ds.get("PatientBirthDate"))
+        seen = _date(ds.get("StudyDate")) or _date(ds.get("AcquisitionDate"))
+    except Exception:  # a damaged element: as if the file gave no age
+        return None
+    if born is None or seen is None or seen < born:
+        return None
+    return (seen - born).days / 365.25
+
+
+def _date(value) -> datetime.date | None:
+    text = str(value or "").strip()
+    try:
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
+    except ValueError:
+        return None
 
 
 def _reduced(ds: pydicom.Dataset, pre: Preprocess, size: tuple[int, int] | None) -> np.ndarray | None:

@@ -18,6 +18,8 @@ class Frame:
     modality: str | None = None  # DICOM Modality and BodyPartExamined, when the file has them
     body_part: str | None = None
     size: tuple[int, int] | None = None  # the image's own (height, width), where ``pixels`` are smaller or gone
+    age_years: float | None = None  # DICOM: the patient's age at the examination, when the file gives it
+    age_unchecked: bool = False  # the intended use names ages, the file gives none, and it was answered anyway
 
     @property
     def image_size(self) -> tuple[int, int]:

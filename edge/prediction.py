@@ -26,6 +26,7 @@ class Prediction:
     frame: int | None = None
     sop_instance_uid: str | None = None
     intended_use_ignored: bool = False  # the intended-use rules were overridden for this run
+    age_unchecked: bool = False  # the file gave no patient age to check against the intended use's ages
     # False: the image lies outside what the model was trained on (it is still scored); None: no detector
     in_distribution: bool | None = None
     ood_score: float | None = None  # the detector's distance; above the contract's threshold is out
@@ -56,6 +57,8 @@ class Prediction:
             rec["sop_instance_uid"] = self.sop_instance_uid
         if self.intended_use_ignored:
             rec["intended_use"] = "ignored"
+        elif self.age_unchecked:
+            rec["intended_use"] = "patient age not in the file, not checked"
         if self.peak is not None:
             rec["peak"], rec["box"] = list(self.peak), list(self.box)
         return rec

@@ -146,7 +146,8 @@ class Model:
         pos = c.positive_index
         extra = {}  # what a plain prediction leaves at its defaults
         if frame is not None:
-            extra.update(file=frame.file, frame=frame.frame, sop_instance_uid=frame.sop_instance_uid)
+            extra.update(file=frame.file, frame=frame.frame, sop_instance_uid=frame.sop_instance_uid,
+                         age_unchecked=frame.age_unchecked)
         if heatmap:
             drawn = self._draw(outputs, feats, self._finding(scores, index), frame)
             extra.update(heatmap=drawn.image, peak=drawn.peak, box=drawn.box)

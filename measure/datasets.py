@@ -47,20 +47,23 @@ MEDMNIST = {
 # The clinically positive class of the binary MedMNIST sets: what a "positive" decision means, and so the class
 # an operating point's sensitivity protects.
 POSITIVE_CLASS = {"pneumoniamnist": "pneumonia", "breastmnist": "malignant"}
-# What each MedMNIST set's images are, as DICOM would say it: (modalities, body parts, in words). A model
-# trained on one carries this as its intended use.
+# What each MedMNIST set's images are, as DICOM would say it: (modalities, body parts, in words, the patients'
+# ages in years or None). A model trained on one carries this as its intended use. Ages from the source
+# publications: PneumoniaMNIST's chest X-rays are of children aged one to five (Kermany et al., Cell 2018);
+# BreastMNIST's ultrasound of women aged 25 to 75 (Al-Dhabyani et al., Data in Brief 2020). The others' sources
+# give no range that medlite could check, so they carry none.
 INTENDED_USE = {
-    "pneumoniamnist": (("CR", "DX"), ("CHEST",), "paediatric chest X-ray"),
-    "breastmnist": (("US",), ("BREAST",), "breast ultrasound"),
-    "pathmnist": (("SM",), (), "colorectal cancer histology"),
-    "dermamnist": (("XC",), ("SKIN",), "dermatoscopy of pigmented skin lesions"),
-    "octmnist": (("OPT",), ("EYE",), "retinal optical coherence tomography"),
-    "retinamnist": (("OP",), ("EYE",), "retinal fundus photography"),
-    "bloodmnist": (("SM",), (), "blood cell microscopy"),
-    "tissuemnist": (("SM",), ("KIDNEY",), "kidney cortex microscopy"),
-    "organamnist": (("CT",), ("ABDOMEN",), "abdominal CT, axial slices"),
-    "organcmnist": (("CT",), ("ABDOMEN",), "abdominal CT, coronal slices"),
-    "organsmnist": (("CT",), ("ABDOMEN",), "abdominal CT, sagittal slices"),
+    "pneumoniamnist": (("CR", "DX"), ("CHEST",), "paediatric chest X-ray", (1.0, 5.0)),
+    "breastmnist": (("US",), ("BREAST",), "breast ultrasound", (25.0, 75.0)),
+    "pathmnist": (("SM",), (), "colorectal cancer histology", None),
+    "dermamnist": (("XC",), ("SKIN",), "dermatoscopy of pigmented skin lesions", None),
+    "octmnist": (("OPT",), ("EYE",), "retinal optical coherence tomography", None),
+    "retinamnist": (("OP",), ("EYE",), "retinal fundus photography", None),
+    "bloodmnist": (("SM",), (), "blood cell microscopy", None),
+    "tissuemnist": (("SM",), ("KIDNEY",), "kidney cortex microscopy", None),
+    "organamnist": (("CT",), ("ABDOMEN",), "abdominal CT, axial slices", None),
+    "organcmnist": (("CT",), ("ABDOMEN",), "abdominal CT, coronal slices", None),
+    "organsmnist": (("CT",), ("ABDOMEN",), "abdominal CT, sagittal slices", None),
 }
 _ORGANS = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
            "lung-right", "pancreas", "spleen")

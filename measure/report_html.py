@@ -22,16 +22,25 @@ def _label(row: dict) -> str:
 
 def _numbered(ax, points: list[tuple[float, float]], rows: list[dict], first: int) -> list[str]:
     """Numbers beside the points instead of names, which overlap: points that fall within a few pixels of
-    each other share one label ("2, 3"). Returns the key, "N  variant/backend/threads", for the legend."""
+    each other share one label ("2, 3"), and a label that would cover another moves up, with a thin line to
+    its point. Returns the key, "N  variant/backend/threads", for the legend."""
     ax.figure.canvas.draw()  # the axes' limits, so that distances are in the figure's pixels
+    renderer = ax.figure.canvas.get_renderer()
     at = ax.transData.transform(points)
     groups: list[list[int]] = []
     for i, p in enumerate(at):
         near = next((g for g in groups if ((at[g[0]] - p) ** 2).sum() < 14 ** 2), None)
         (near.append(i) if near is not None else groups.append([i]))
+    placed = []
     for g in groups:
-        ax.annotate(", ".join(str(first + i) for i in g), points[g[0]], textcoords="offset points", xytext=(6, 5),
-                    fontsize=9, fontweight="bold")
+        label = ax.annotate(", ".join(str(first + i) for i in g), points[g[0]], textcoords="offset points",
+                            xytext=(6, 5), fontsize=9, fontweight="bold",
+                            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5, "shrinkA": 0})
+        box = label.get_window_extent(renderer)
+        while any(box.overlaps(b) for b in placed):
+            label.xyann = (label.xyann[0], label.xyann[1] + 11)  # one line up, in points
+            box = label.get_window_extent(renderer)
+        placed.append(box)
     return [f"{first + i}  {_label(r)}" for i, r in enumerate(rows)]
 
 

@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
 
 # Tests never download: a missing data set must fail with the offline error, not reach the network.
@@ -35,8 +36,24 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def dicom_dir(data_dir) -> Path:
+def adult_dicom_dir(data_dir) -> Path:
+    """The shared DICOMs as they are: the two chest X-rays are of adults (64 and 81 years)."""
     return data_dir / "dicom"
+
+
+@pytest.fixture(scope="session")
+def dicom_dir(adult_dicom_dir, tmp_path_factory) -> Path:
+    """The shared DICOMs with the chest X-rays' patients made 4 years old (PatientAge, and a birth date four years
+    before the study), so that the paediatric demo model answers them; the ultrasound files as they are."""
+    out = tmp_path_factory.mktemp("dicom")
+    for f in sorted(adult_dicom_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        if ds.Modality in ("CR", "DX"):
+            ds.PatientAge = "004Y"
+            if ds.get("PatientBirthDate") and ds.get("StudyDate"):
+                ds.PatientBirthDate = f"{int(ds.StudyDate[:4]) - 4:04d}{ds.StudyDate[4:]}"
+        ds.save_as(out / f.name)
+    return out
 
 
 @pytest.fixture(scope="session")

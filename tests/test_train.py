@@ -203,3 +203,53 @@ def test_breastmnist_positive_class_is_malignant(tmp_path, data_dir, capsys):
     assert main(["train", "--data", str(tmp_path / "breastmnist.npz"), "--out", str(out2), "--epochs", "1",
                  "--positive-class", "normal, benign"]) == 0
     assert json.loads((out2 / "contract.json").read_text())["positive_index"] == 1
+
+
+def test_folds_are_stratified_disjoint_and_cover_every_image(data_dir):
+    from medlite.train.crossval import folds
+
+    y = datasets.load("pneumoniamnist", data_dir).splits["train"].labels.ravel()[:500]
+    parts = folds(y, 5, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))  # disjoint and complete
+    share = y.mean()
+    assert all(abs(y[p].mean() - share) < 0.02 for p in parts)  # each fold keeps the class shares
+    assert [p.tolist() for p in parts] == [p.tolist() for p in folds(y, 5, seed=0)]
+    with pytest.raises(ValueError, match="folds need"):
+        folds(y, 1)
+
+
+def test_train_cross_validates_the_recipe_when_asked(tmp_path, data_dir, capsys):
+    """--folds 3 on 300 real chest X-rays: three held-out AUCs, their mean inside its 95% interval, in
+    metrics.json and on the console; the bundle is trained as usual."""
+    split = datasets.load("pneumoniamnist", data_dir).splits["train"]
+    f = tmp_path / "small.npz"
+    np.savez(f, train_images=split.images[:300], train_labels=split.labels[:300], test_images=split.images[300:400],
+             test_labels=split.labels[300:400])
+    out = tmp_path / "b"
+    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--folds", "3"]) == 0
+    cv = json.loads((out / "metrics.json").read_text())["cross_validation"]
+    a = cv["auc"]
+    assert cv["folds"] == 3 and len(a["per_fold"]) == 3 and len(cv["best_epochs"]) == 3
+    assert a["ci95"][0] <= a["mean"] <= a["ci95"][1] and a["mean"] == pytest.approx(np.mean(a["per_fold"]))
+    assert all(0.5 < v <= 1 for v in a["per_fold"])  # real learning, even in two epochs
+    assert "cross-validation, 3 folds of the training images: AUC" in capsys.readouterr().err
+
+
+def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path, data_dir, capsys):
+    """300 real chest X-rays: the small CNN's small-data fields (60 epochs) over its default recipe, named on the
+    console and in bundle.json; a flag still wins (--epochs 1 here, to keep the test short)."""
+    from medlite.commands.train import choose_recipe
+
+    default = load_config(family="small_cnn")
+    small, name = choose_recipe(default, 300, None, "small_cnn", {})
+    assert small.epochs == 60 and small.patience == 20 and "small-data" in name and "300 images" in name
+    assert choose_recipe(default, 4000, None, "small_cnn", {})[0] == default
+    assert choose_recipe(default, 300, None, "small_cnn", {"epochs": 3})[0].epochs == 3
+    split = datasets.load("pneumoniamnist", data_dir).splits["train"]
+    f = tmp_path / "small.npz"
+    np.savez(f, train_images=split.images[:300], train_labels=split.labels[:300], test_images=split.images[300:400],
+             test_labels=split.labels[300:400])
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "b"), "--epochs", "1"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "recipe: small_cnn default, small-data (the training split has 270 images, under 2000)" in err
+    assert "small-data" in json.loads((tmp_path / "b" / "bundle.json").read_text())["recipe"]

@@ -10,6 +10,9 @@ from typing import Any
 
 # The family trained when none is named: the best default recipe in benchmarks/RESULTS.md.
 DEFAULT_FAMILY = "small_cnn"
+# A training split smaller than this takes its family's small-data recipe (the ``small_data`` entry of the
+# family's recipe file), chosen by cross-validation on small training sets (benchmarks/RESULTS.md).
+SMALL_DATA_IMAGES = 2000
 
 
 @dataclass
@@ -39,6 +42,8 @@ class TrainConfig:
     calibration: str = field(default="balanced", metadata={"help": 'multi-class decisions, chosen on validation: "balanced" (class weights for the best balanced accuracy), "prior" (undo the class weighting) or "none" (the highest score)'})
     positive_class: str | None = field(default=None, metadata={"help": 'binary sets: the class a "positive" decision means (the disease); default: the known one for MedMNIST sets, else the second'})
     modality: str | None = field(default=None, metadata={"help": 'intended use: DICOM modalities the model is for, comma-separated (CR,DX); default: the training DICOMs\' own, or the MedMNIST set\'s'})
+    age_range: str | None = field(default=None, metadata={"help": 'intended use: the patients\' ages, MIN-MAX in years ("1-5"), or in months with m ("0m-18m"); default: the training DICOMs\' own, or the MedMNIST set\'s'})
+    if_age_missing: str = field(default="reject", metadata={"help": 'a DICOM that gives no patient age where an age range is set: "reject" (it cannot be checked) or "answer" (its record marked)'})
     body_part: str | None = field(default=None, metadata={"help": 'intended use: DICOM body parts, comma-separated (CHEST); default as for --modality'})
 
     @classmethod
@@ -55,8 +60,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path: str | Path | None = None, family: str | None = None) -> TrainConfig:
-    """A recipe from a YAML file, else the family's default recipe, else the defaults."""
+def load_config(path: str | Path | None = None, family: str | None = None, small_data: bool = False) -> TrainConfig:
+    """A recipe from a YAML file, else the family's default recipe, else the defaults; with ``small_data``, the
+    recipe's ``small_data`` entry applied over it."""
     if path is not None:
         text = Path(path).read_text()
         source = str(path)
@@ -70,8 +76,9 @@ def load_config(path: str | Path | None = None, family: str | None = None) -> Tr
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a recipe is a mapping of field: value")
+    small = data.pop("small_data", None) or {}
     try:
-        return TrainConfig().updated(**data)
+        return TrainConfig().updated(**data).updated(**(small if small_data else {}))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: {e}") from None
 

@@ -65,9 +65,9 @@ def load_training_data(source: str, *, data_dir=None, image_size: int = 28, colo
         keep, held = stratified_split(splits["train"].y, val_fraction, seed)
         tr = splits["train"]
         splits["train"], splits["val"] = Arrays(tr.x[keep], tr.y[keep]), Arrays(tr.x[held], tr.y[held])
-    modalities, body_parts, words = datasets.INTENDED_USE.get(ds.name, ((), (), ""))
+    modalities, body_parts, words, ages = datasets.INTENDED_USE.get(ds.name, ((), (), "", None))
     return TrainingData(ds.name, ds.sha256, ds.label_names, spec, pre, splits,
-                        intended_use=IntendedUse(modalities, body_parts, words))
+                        intended_use=IntendedUse(modalities, body_parts, words, ages))
 
 
 def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, seed: int) -> TrainingData:
@@ -81,7 +81,7 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                         f"(found {classes or 'none'})")
     spec = InputSpec(height=image_size, width=image_size, channels=1 if color == "grey" else 3)
     pre = Preprocess(color=color)
-    splits, skipped, digests, tags = {}, [], [], set()
+    splits, skipped, digests, tags, ages = {}, [], [], set(), []
     for split, folder in split_dirs.items():
         xs, ys = [], []
         for k, cls in enumerate(classes):
@@ -95,6 +95,7 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                         xs.append(prepare(frame.pixels, pre, spec, str(f)))
                         ys.append(k)
                         tags.add((frame.modality, frame.body_part))
+                        ages.append(frame.age_years)
                 except MedliteError as e:
                     skipped.append(str(e))
                     continue
@@ -109,13 +110,16 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
         splits["train"], splits["val"] = Arrays(tr.x[keep], tr.y[keep]), Arrays(tr.x[held], tr.y[held])
     sha = hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
     return TrainingData(os.path.basename(os.path.abspath(root)), sha, tuple(classes), spec, pre, splits,
-                        tuple(skipped), intended_use_of(tags))
+                        tuple(skipped), intended_use_of(tags, ages))
 
 
-def intended_use_of(tags: set) -> IntendedUse:
-    """The intended use that training DICOMs' (modality, body part) tags show. A rule is kept only when every
-    image had the tag: a folder that mixes DICOMs with PNGs, or DICOMs without the tag, says nothing of it."""
+def intended_use_of(tags: set, ages: list[float | None] = ()) -> IntendedUse:
+    """The intended use that training DICOMs' (modality, body part) tags and patients' ages show. A rule is kept
+    only when every image had the tag: a folder that mixes DICOMs with PNGs, or DICOMs without the tag, says
+    nothing of it. The age range is the youngest to the oldest training patient."""
     modalities = {m for m, _ in tags}
     body_parts = {b for _, b in tags}
+    known = ages and None not in ages
     return IntendedUse(tuple(sorted(m.upper() for m in modalities)) if None not in modalities else (),
-                       tuple(sorted(b.upper() for b in body_parts)) if None not in body_parts else ())
+                       tuple(sorted(b.upper() for b in body_parts)) if None not in body_parts else (),
+                       age_years=(min(ages), max(ages)) if known else None)

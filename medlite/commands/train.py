@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from .shared import EXIT_OK, data_args, needs_train
+from .shared import EXIT_OK, data_args, needs_train, whole_number
 
 
 def _config_fields():
@@ -25,6 +25,9 @@ def register(sub, common) -> None:
                                    "recipe, small_cnn)")
     p.add_argument("--config", help="recipe YAML file (fields as the flags below)")
     p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--folds", type=whole_number(2, 20), metavar="K",
+                   help="first cross-validate the recipe on the training images in K folds: the AUC's mean and "
+                        "95%% interval (metrics.json's cross_validation); the bundle's model is trained as usual")
     group = p.add_argument_group("recipe overrides")
     for f in _config_fields():
         kind = {"int": int, "float": float}.get(str(f.type), str)
@@ -53,15 +56,24 @@ def epoch_progress(console, label: str, epochs: int):
         yield on_epoch
 
 
-def train_with_progress(source: str, config, out, console, *, data_dir=None, data=None):
+def train_with_progress(source: str, config, out, console, *, data_dir=None, data=None, folds=None, recipe=None):
     """Train with a progress bar and print the metrics; returns (bundle path, metrics). ``demo`` calls this too."""
     from medlite.train.pipeline import train_bundle
 
-    with epoch_progress(console, f"training {config.model}", config.epochs) as on_epoch:
-        bundle, metrics = train_bundle(source, config, out, data_dir=data_dir, data=data, progress=on_epoch)
-    from medlite.edge.contract import IntendedUse
+    def on_fold(i, k, auc):
+        console.print(f"cross-validation fold {i}/{k}: AUC {auc:.4f}")
 
-    use = IntendedUse(**metrics["intended_use"])
+    with epoch_progress(console, f"training {config.model}", config.epochs) as on_epoch:
+        bundle, metrics = train_bundle(source, config, out, data_dir=data_dir, data=data, progress=on_epoch,
+                                       folds=folds, fold_progress=on_fold, recipe=recipe)
+    cv = metrics.get("cross_validation")
+    if cv:
+        a = cv["auc"]
+        console.print(f"cross-validation, {cv['folds']} folds of the training images: AUC {a['mean']:.4f} "
+                      f"(95% CI {a['ci95'][0]:.4f}-{a['ci95'][1]:.4f})")
+    from medlite.edge.contract import intended_use_from
+
+    use = intended_use_from(metrics["intended_use"])
     console.print(f"intended use: {use.describe()}" + ("" if use.modalities else
                   "; pass --modality (and --body-part) so that the cart rejects other DICOMs"))
     chosen = metrics["positive_class"]
@@ -82,17 +94,56 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
     return bundle, metrics
 
 
+def check_recipe(config) -> None:
+    """The recipe's values that are words or ranges, checked before any image is read."""
+    from medlite.train.calibration import METHODS
+    from medlite.train.pipeline import parse_age_range
+
+    from .shared import UsageError
+
+    if config.age_range:
+        try:
+            parse_age_range(config.age_range)
+        except ValueError as e:
+            raise UsageError(f"--age-range: {e}") from None
+    if config.if_age_missing not in ("reject", "answer"):
+        raise UsageError(f"--if-age-missing must be reject or answer, got {config.if_age_missing!r}")
+    if config.calibration not in METHODS:
+        raise UsageError(f"--calibration must be one of {', '.join(METHODS)}, got {config.calibration!r}")
+
+
 def run(args) -> int:
     needs_train()
     from medlite.train.config import DEFAULT_FAMILY, load_config
 
     from .shared import console
 
-    family = args.model
-    config = load_config(args.config, family or (None if args.config else DEFAULT_FAMILY))
+    from medlite.train.pipeline import load_data_for
+
+    family = args.model or (None if args.config else DEFAULT_FAMILY)
     overrides = {f.name: getattr(args, f.name) for f in _config_fields()}
-    if family:
-        overrides["model"] = family
-    config = config.updated(**overrides)
-    train_with_progress(args.data, config, args.out, console(args), data_dir=args.data_dir)
+    if args.model:
+        overrides["model"] = args.model
+    config = load_config(args.config, family).updated(**overrides)
+    check_recipe(config)
+    con = console(args)
+    data = load_data_for(args.data, config, args.data_dir)
+    config, recipe = choose_recipe(config, len(data.splits["train"].y), args.config, family, overrides)
+    con.print(f"recipe: {recipe}")
+    train_with_progress(args.data, config, args.out, con, data_dir=args.data_dir, data=data, folds=args.folds,
+                        recipe=recipe)
     return EXIT_OK
+
+
+def choose_recipe(config, n_train: int, path, family, overrides) -> tuple:
+    """The recipe's small-data fields over it when the training split is small, and the recipe's name and why;
+    flags given on the command line still win."""
+    from medlite.train.config import SMALL_DATA_IMAGES, load_config
+
+    source = path or f"{config.model} default"
+    if n_train >= SMALL_DATA_IMAGES:
+        return config, f"{source} (the training split has {n_train} images)"
+    small = load_config(path, family, small_data=True).updated(**overrides)
+    if small == config:
+        return config, f"{source} (the training split has {n_train} images; the recipe has no small-data entry)"
+    return small, f"{source}, small-data (the training split has {n_train} images, under {SMALL_DATA_IMAGES})"
