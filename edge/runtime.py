@@ -66,8 +66,9 @@ class Model:
         self._guard_at = None if self._ood is None else contract.ood.get("output")
         self._cam = Cam.from_dict(contract.heatmap) if contract.heatmap and self._features_at is not None else None
         self._quant = [o.quant for o in outputs]
-        self._guard_outputs = () if self._guard_at is None else (self._guard_at,)
+        self._plain_outputs = (self._scores_at,) + (() if self._guard_at is None else (self._guard_at,))
         self._scores_by_codes: dict[bytes, list[float]] = {}  # see _scores
+        self._binary = thresholded(contract)  # decided by a threshold on the positive class
 
     @property
     def backend(self) -> str:
@@ -129,8 +130,9 @@ class Model:
         c = self.contract
         host_guard = self._ood is not None and self._guard_at is None
         read_features = features or heatmap or host_guard
-        wanted = (self._scores_at, *self._guard_outputs, *((self._features_at,) if read_features else ()),
-                  *((self._cam.output,) if heatmap else ()))
+        wanted = self._plain_outputs  # the scores, and the guard's score when the model computes it
+        if read_features:
+            wanted += (self._features_at,) + ((self._cam.output,) if heatmap else ())
         with self._lock:
             t0 = time.perf_counter()
             outputs = self._session.run(x, wanted)
@@ -155,7 +157,7 @@ class Model:
             extra["features"] = feats
         return Prediction(
             label=c.labels[index], scores=dict(zip(c.labels, scores)),
-            positive=(index == pos) if thresholded(c) else None, score=None if pos is None else scores[pos],
+            positive=(index == pos) if self._binary else None, score=None if pos is None else scores[pos],
             threshold=c.threshold, backend=self.backend, latency_ms=ms, model_sha256=self.sha256,
             intended_use_ignored=self.intended_use_ignored,
             in_distribution=None if guard is None else guard <= self._ood.threshold, ood_score=guard, **extra)
@@ -169,7 +171,8 @@ class Model:
             key = raw.tobytes()
             if key in self._scores_by_codes:
                 return self._scores_by_codes[key]
-        scores = dequantize(raw, self._quant[self._scores_at]).tolist()
+        quant = self._quant[self._scores_at]
+        scores = raw.reshape(-1).tolist() if quant is None else dequantize(raw, quant).tolist()  # float: as it is
         if self.contract.activation == "softmax":
             scores = softmax(scores)
         if cached and len(self._scores_by_codes) < SCORES_KEPT:

@@ -1,5 +1,6 @@
 """Training: the model zoo, the split, the recipe, the bundle, and data sets other than the default one."""
 
+import csv
 import json
 
 import cv2
@@ -253,3 +254,30 @@ def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert "recipe: small_cnn default, small-data (the training split has 270 images, under 2000)" in err
     assert "small-data" in json.loads((tmp_path / "b" / "bundle.json").read_text())["recipe"]
+
+
+def test_the_label_efficiency_curve_trains_each_share_on_a_nested_sample(tmp_path, data_dir, capsys):
+    """Two shares of 400 real chest X-rays: nested stratified samples, each trained and scored on the test split
+    with its interval; the table, the CSV and the figure are written beside the bundle."""
+    from medlite.train.label_efficiency import nested_samples
+
+    y = datasets.load("pneumoniamnist", data_dir).splits["train"].labels.ravel()[:400]
+    samples = nested_samples(y, [0.1, 0.5, 1.0], seed=0)
+    assert set(samples[0.1]) <= set(samples[0.5]) <= set(samples[1.0]) and len(samples[1.0]) == 400
+    assert abs(y[samples[0.1]].mean() - y.mean()) < 0.05  # stratified
+    split = datasets.load("pneumoniamnist", data_dir).splits
+    f = tmp_path / "small.npz"
+    np.savez(f, train_images=split["train"].images[:400], train_labels=split["train"].labels[:400],
+             test_images=split["test"].images[:200], test_labels=split["test"].labels[:200])
+    out = tmp_path / "b"
+    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--label-fractions", "0.25,1"]) == 0
+    rows = list(csv.DictReader(open(out / "label_efficiency.csv")))
+    n = [int(r["labelled_images"]) for r in rows]
+    assert abs(n[0] - 90) <= 1 and n[1] == 360  # of the 360 left after validation
+    for r in rows:
+        assert r["split"] == "test" and float(r["auc_ci95_low"]) <= float(r["auc"]) <= float(r["auc_ci95_high"])
+        assert float(r["auc"]) > 0.6  # real learning in two epochs
+    assert (out / "label_efficiency.png").stat().st_size > 5000 and (out / "label_efficiency.md").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", str(f), "--out", str(out), "--label-fractions", "0,2"])
+    assert e.value.code == 2

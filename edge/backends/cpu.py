@@ -34,16 +34,17 @@ class CpuSession(Session):
         # Views on the interpreter's own output buffers, made once: this session never resizes or reallocates
         # after allocate_tensors, so they stay valid, and run copies what it was asked for out of them.
         self._views = tuple(interpreter.tensor(i)() for i in self._outs)
+        self._set_tensor, self._invoke = interpreter._interpreter.SetTensor, interpreter._interpreter.Invoke
 
     def run(self, x: np.ndarray, wanted: tuple[int, ...] | None = None) -> list[np.ndarray | None]:
+        # The wrapped interpreter's own calls: LiteRT's Python invoke() refuses to run while a view on an output
+        # lives (a reallocation would leave it dangling), which cannot happen here.
         try:
-            self._interp.set_tensor(self._in, x)  # LiteRT checks the shape and type
+            self._set_tensor(self._in, x)  # LiteRT checks the shape and type
         except ValueError:
             raise ValueError(f"input is {np.shape(x)} {np.asarray(x).dtype}; the model takes {self.input.shape} "
                              f"{self.input.dtype}") from None
-        # The wrapped interpreter's Invoke: LiteRT's Python invoke() refuses to run while a view on an output
-        # lives (a reallocation would leave it dangling), which cannot happen here.
-        self._interp._interpreter.Invoke()
+        self._invoke()
         keep = range(len(self._views)) if wanted is None else wanted
         out: list[np.ndarray | None] = [None] * len(self._views)
         for k in keep:

@@ -25,6 +25,10 @@ def register(sub, common) -> None:
                                    "recipe, small_cnn)")
     p.add_argument("--config", help="recipe YAML file (fields as the flags below)")
     p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--label-fractions", type=fractions, metavar="F,F,...",
+                   help="also train on these shares of the labelled training images (e.g. 0.05,0.1,0.25,0.5,1) "
+                        "and write the label-efficiency curve (AUC against labelled images, with 95%% intervals) "
+                        "beside the bundle: label_efficiency.md, .csv, .png")
     p.add_argument("--folds", type=whole_number(2, 20), metavar="K",
                    help="first cross-validate the recipe on the training images in K folds: the AUC's mean and "
                         "95%% interval (metrics.json's cross_validation); the bundle's model is trained as usual")
@@ -94,6 +98,17 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
     return bundle, metrics
 
 
+def fractions(text: str) -> list[float]:
+    """An argparse type: shares of the training images, each above 0 and at most 1."""
+    try:
+        values = sorted({float(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"each share must be above 0 and at most 1, got {text!r}")
+    return values
+
+
 def check_recipe(config) -> None:
     """The recipe's values that are words or ranges, checked before any image is read."""
     from medlite.train.calibration import METHODS
@@ -132,6 +147,22 @@ def run(args) -> int:
     con.print(f"recipe: {recipe}")
     train_with_progress(args.data, config, args.out, con, data_dir=args.data_dir, data=data, folds=args.folds,
                         recipe=recipe)
+    if args.label_fractions:
+        from pathlib import Path
+
+        from medlite.train import label_efficiency
+
+        def config_for(n):
+            return choose_recipe(load_config(args.config, family).updated(**overrides), n, args.config, family,
+                                 overrides)
+
+        def said(row):
+            con.print(f"label efficiency: {row['labelled_images']} labelled images ({row['fraction']:g}): AUC "
+                      f"{row['auc']:.4f} (95% CI {row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}) on {row['split']}")
+
+        rows = label_efficiency.curve(data, args.label_fractions, config_for, said)
+        for path in label_efficiency.write(rows, Path(args.out), data.name):
+            con.print(f"label efficiency: {path}")
     return EXIT_OK
 
 

@@ -1,0 +1,98 @@
+"""The label-efficiency curve: how a recipe's AUC grows with the share of the training images that carry a
+label, which is what a hospital needs to decide how many images to label. Each share is a stratified sample
+of the training split (the same seed, so a smaller share is inside a larger one); it is trained as
+``medlite train`` trains (its recipe chosen by the sample's size) and scored on the test split, or on
+validation where the data have no test split, with a 95% bootstrap interval."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..edge.metrics import bootstrap_auc_ci, ovr_auc, roc_auc
+from .data import Arrays, TrainingData
+from .fit import positive_index, train
+
+
+def nested_samples(y: np.ndarray, fractions: list[float], seed: int) -> dict[float, np.ndarray]:
+    """For each fraction, the indices of a stratified sample of ``y`` (at least 2 per class); a smaller
+    fraction's sample is a subset of a larger one's."""
+    rng = np.random.default_rng(seed)
+    order = {c: rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)}
+    return {f: np.sort(np.concatenate([idx[:max(2, round(len(idx) * f))] for idx in order.values()]))
+            for f in fractions}
+
+
+def curve(data: TrainingData, fractions: list[float], config_for, progress=None) -> list[dict]:
+    """One row per fraction: labelled images, the recipe used, AUC and its interval on the evaluation split.
+    ``config_for(n_train)`` gives the recipe for a training split of that many images and its name."""
+    tr = data.splits["train"]
+    split = "test" if "test" in data.splits else "val"
+    ev = data.splits[split]
+    rows = []
+    for f, idx in nested_samples(tr.y, fractions, seed=0).items():
+        config, recipe = config_for(len(idx))
+        sample = dataclasses.replace(data, splits={**data.splits, "train": Arrays(tr.x[idx], tr.y[idx])})
+        result = train(sample, config)
+        probs = result.model.predict(ev.x, batch_size=256, verbose=0)
+        pos = positive_index(data, config)
+        if pos is not None:
+            auc, ci = roc_auc(ev.y == pos, probs[:, pos]), bootstrap_auc_ci(ev.y == pos, probs[:, pos])
+        else:
+            auc, ci = ovr_auc(ev.y, probs), _ovr_ci(ev.y, probs)
+        rows.append({"fraction": f, "labelled_images": int(len(idx)), "recipe": recipe, "split": split,
+                     "auc": float(auc), "auc_ci95": [float(ci[0]), float(ci[1])], "best_epoch": result.best_epoch})
+        if progress:
+            progress(rows[-1])
+    return rows
+
+
+def _ovr_ci(y: np.ndarray, probs: np.ndarray, n: int = 500, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        values.append(ovr_auc(y[i], probs[i]))
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def write(rows: list[dict], out: Path, title: str) -> list[Path]:
+    """label_efficiency.csv, .md and (with matplotlib) .png in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "label_efficiency.csv", out / "label_efficiency.md"]
+    with open(paths[0], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fraction", "labelled_images", "recipe", "split", "auc", "auc_ci95_low", "auc_ci95_high"])
+        for r in rows:
+            w.writerow([r["fraction"], r["labelled_images"], r["recipe"], r["split"], f"{r['auc']:.4f}",
+                        f"{r['auc_ci95'][0]:.4f}", f"{r['auc_ci95'][1]:.4f}"])
+    lines = [f"# Label efficiency: {title}", "", "| share of labels | labelled images | AUC | 95% CI | scored on |",
+             "| ---: | ---: | ---: | --- | --- |"]
+    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {r['auc']:.4f} | {r['auc_ci95'][0]:.4f}-"
+              f"{r['auc_ci95'][1]:.4f} | {r['split']} |" for r in rows]
+    paths[1].write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the figure needs medlite[report]; the table says it all
+        return paths
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    n = [r["labelled_images"] for r in rows]
+    auc = [r["auc"] for r in rows]
+    ax.errorbar(n, auc, yerr=[[a - r["auc_ci95"][0] for a, r in zip(auc, rows)],
+                              [r["auc_ci95"][1] - a for a, r in zip(auc, rows)]], fmt="o-", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images (log scale)")
+    ax.set_ylabel(f"AUC on the {rows[0]['split']} split, 95% interval")
+    ax.set_title(f"Label efficiency: {title}")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "label_efficiency.png")
+    plt.close(fig)
+    return paths + [out / "label_efficiency.png"]
