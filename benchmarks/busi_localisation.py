@@ -123,7 +123,8 @@ def evaluate(models: dict[str, Path], busi: Path, held: list[Path]) -> dict:
         y, s = np.asarray(truth), np.asarray(r["scores"])
         auc = roc_auc_score(y, s, multi_class="ovr")
         decided = decide(s, loaded[name].contract)
-        entry = {"test_auc_ovr": float(auc), "pointing": float(np.mean(r["hits"])), "box_iou": float(np.mean(r["ious"])),
+        entry = {"test_auc_ovr": float(auc), "pointing": float(np.mean(r["hits"])),
+                 "box_iou": float(np.mean(r["ious"])),
                  "auc_per_class": {lab: float(roc_auc_score(y == k, s[:, k])) for k, lab in enumerate(labels)},
                  "accuracy": float((decided == y).mean()), "scores": s.tolist()}
         if reference is not None and name != "fp32":
@@ -205,7 +206,8 @@ def main() -> None:
         print(f"| {name} | {r['accuracy']:.3f} | {r['test_auc_ovr']:.3f} | {per} | {r['pointing']:.3f} | "
               f"{r['box_iou']:.3f} | {corr} |")
     c = result["centre"]
-    print(f"| image centre (baseline) | - | - | " + "- | " * len(labels) + f"{c['pointing']:.3f} | {c['box_iou']:.3f} | - |")
+    print("| image centre (baseline) | - | - | " + "- | " * len(labels) +
+          f"{c['pointing']:.3f} | {c['box_iou']:.3f} | - |")
     print("\nHeld-out accuracy / balanced accuracy by calibration method (each fitted on the model's own validation "
           "scores):\n")
     print("| model | " + " | ".join(next(iter(result["calibrations"].values()))) + " |")

@@ -370,7 +370,8 @@ def per_class_markdown(entry: dict, labels: list[str] | None) -> list[str]:
     how = entry.get("calibration", {}).get("method", "none (the highest score)")
     lines = ["", f"{entry['variant']}, class by class on {split}: accuracy {m['accuracy']:.3f}, balanced accuracy "
              f"{m['balanced_accuracy']:.3f}; the decision's class weights were chosen on validation ({how}).", "",
-             "| class | weight | sensitivity | specificity | AUC (one vs rest) |", "| --- | ---: | ---: | ---: | ---: |"]
+             "| class | weight | sensitivity | specificity | AUC (one vs rest) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for label, w, r, auc in zip(labels, weights, m["per_class"], m["auc_per_class"]):
         rate = [("-" if v is None else f"{v:.3f}") for v in (r["sensitivity"], r["specificity"])]
         lines.append(f"| {label} | {w:.3f} | {rate[0]} | {rate[1]} | {auc:.3f} |")

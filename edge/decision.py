@@ -26,8 +26,8 @@ def decide(scores, contract) -> np.ndarray | int:
     its highest score.
     Scores are compared as float32, as the model gives them (a threshold is rounded to float32 too, so a
     score equal to it decides alike wherever it comes from).
-    ``contract`` needs ``labels``, ``positive_index``, ``threshold`` and ``calibration`` (a ``Contract``). Returns an int for
-    one vector, an array of ints for rows.
+    ``contract`` needs ``labels``, ``positive_index``, ``threshold`` and ``calibration`` (a ``Contract``).
+    Returns an int for one vector, an array of ints for rows.
     """
     pos = contract.positive_index
     binary = thresholded(contract)

@@ -34,12 +34,16 @@ def _numbered(ax, points: list[tuple[float, float]], rows: list[dict], first: in
     placed = []
     for g in groups:
         label = ax.annotate(", ".join(str(first + i) for i in g), points[g[0]], textcoords="offset points",
-                            xytext=(6, 5), fontsize=9, fontweight="bold",
-                            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5, "shrinkA": 0})
+                            xytext=(6, 5), fontsize=9, fontweight="bold")
         box = label.get_window_extent(renderer)
-        while any(box.overlaps(b) for b in placed):
+        for _ in range(len(groups)):  # at most one line up for each label already placed
+            if not any(box.overlaps(b) for b in placed):
+                break
             label.xyann = (label.xyann[0], label.xyann[1] + 11)  # one line up, in points
             box = label.get_window_extent(renderer)
+        if label.xyann[1] > 5:  # moved: a thin line to its point
+            ax.annotate("", points[g[0]], xytext=(label.xyann[0], label.xyann[1] + 4), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5})
         placed.append(box)
     return [f"{first + i}  {_label(r)}" for i, r in enumerate(rows)]
 

@@ -156,9 +156,10 @@ def test_figures_label_every_row_without_overlap_and_plot_the_auc_interval(bench
         fig = make([rep, rep])  # the same rows twice: every point coincides with another
         ax = fig.axes[0]
         fig.canvas.draw()
-        boxes = [t.get_window_extent() for t in ax.texts]
+        labels = [t for t in ax.texts if t.get_text()]  # (a moved label's line is an annotation without text)
+        boxes = [t.get_window_extent() for t in labels]
         assert boxes and all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
-        numbers = sorted(int(n) for t in ax.texts for n in t.get_text().split(", "))
+        numbers = sorted(int(n) for t in labels for n in t.get_text().split(", "))
         assert numbers == list(range(1, len(numbers) + 1))  # every row numbered once
         assert len(ax.get_legend().get_texts()) == len(numbers)
     lo, hi = _figure_auc_latency([rep]).axes[0].get_ylim()
@@ -188,3 +189,24 @@ def test_report_html_loads_every_figure_in_headless_chromium(bench_report, tmp_p
     p = _Collector()
     p.feed(page)
     assert loaded.group(1) == "y" * len(p.imgs) and len(p.imgs) >= 2
+
+
+def test_labels_of_near_points_are_moved_apart_not_drawn_over_each_other():
+    """Two rows at one operating point share the label "1, 2"; a third a few pixels to its right would have
+    its label drawn over it: it is moved up, with a line to its point. (Near labels once hung the placement.)"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from medlite.measure.report_html import _figure_operating_point
+
+    rows = [row("fp32", 0.5, 0.957), row("fp16", 0.5, 0.957), row("int8", 0.16, 0.957)]
+    for r, spec in zip(rows, (0.8, 0.8, 0.79)):
+        r["metrics"]["specificity"] = spec
+    fig = _figure_operating_point([report(*rows)])
+    fig.canvas.draw()
+    texts = fig.axes[0].texts
+    labels = [t for t in texts if t.get_text()]
+    boxes = [t.get_window_extent() for t in labels]
+    assert sorted(t.get_text() for t in labels) == ["1, 2", "3"]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert len(texts) == 3  # the moved label's line
