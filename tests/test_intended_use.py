@@ -13,7 +13,7 @@ from medlite.edge.contract import IntendedUse
 from medlite.edge.dicom import patient_age_years
 from medlite.train.pipeline import parse_age_range
 
-CHEST = {"RG1_J2KI.dcm": 64, "nih_cxr14_dx_nofinding.dcm": 81}  # CR: born 1940, studied 2004; DX: PatientAge 81
+CHEST = {"RG1_J2KI.dcm": 64, "nih_cxr14_dx_nofinding.dcm": 81}  # CR: by its birth and study dates; DX: PatientAge
 
 
 def _with(src, dst, **tags):

@@ -311,3 +311,39 @@ def test_tls(int8_model, dicom_dir, tmp_path):
         assert not plain.is_established
     finally:
         node.stop()
+
+
+def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model, pydicom_file, tmp_path):
+    """A model whose contract says frames 'all' (and no modality rule, so that the ultrasound cine is analysed):
+    the 30-frame JPEG cine gets 30 records in results.jsonl and one report with 30 measurement groups, one on
+    each frame."""
+    import dataclasses
+    import json
+
+    from medlite.convert.contract_writer import embed_contract
+    from medlite.edge import read_contract
+    from medlite.edge.contract import IntendedUse
+
+    blob = int8_model.read_bytes()
+    c = read_contract(blob)
+    model = tmp_path / "all_frames.tflite"
+    model.write_bytes(embed_contract(blob, c.replace(intended_use=IntendedUse(),
+                                                     preprocess=dataclasses.replace(c.preprocess, frames="all"))))
+    port = free_port()
+    node = start_node(model, tmp_path / "node", port)
+    cine = Path(pydicom_file(CINE))
+    uid = str(pydicom.dcmread(cine, stop_before_pixels=True).SOPInstanceUID)
+    try:
+        assert send([cine], port) == {uid: 0}
+        wait_for(lambda: (tmp_path / "node" / "results.jsonl").exists() and
+                 len((tmp_path / "node" / "results.jsonl").read_text().splitlines()) == 30)
+    finally:
+        assert node.stop() == 0
+    recs = [json.loads(line) for line in (tmp_path / "node" / "results.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in recs] == list(range(30)) and all(r["status"] == "ok" for r in recs)
+    (report,) = [pydicom.dcmread(f) for f in (tmp_path / "node" / "reports").glob("*.dcm")]
+    (measurements,) = [item for item in report.ContentSequence
+                       if item.ConceptNameCodeSequence[0].CodeValue == "126010"]  # Imaging Measurements
+    frames = [ref.ReferencedFrameNumber for g in measurements.ContentSequence if g.ValueType == "CONTAINER"
+              for i in g.ContentSequence if "ReferencedSOPSequence" in i for ref in i.ReferencedSOPSequence]
+    assert sorted(int(f) for f in frames) == list(range(1, 31))
