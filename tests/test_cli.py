@@ -97,6 +97,7 @@ def test_every_command_reports_a_bad_option_in_one_line(argv, option, capsys):
     (["predict", "m.tflite", "x.png", "--workers", "-3"], "--workers", "must be from 0 to 64, got -3"),
     (["serve", "m.tflite", "--out", "o", "--workers", "-1"], "--workers", "must be from 0 to 64"),
     (["serve", "m.tflite", "--out", "o", "--port", "70000"], "--port", "must be from 0 to 65535"),
+    (["serve", "m.tflite", "--out", "o", "--frames", "first"], "--frames", "expected all, middle or a frame index"),
     (["predict", "m.tflite", "x.png", "--threads", "-1"], "--threads", "must be 1 or more"),
     (["bench", "m.tflite", "--data", "d", "--out", "o", "--runs", "0"], "--runs", "must be 1 or more")])
 def test_an_unwritable_output_or_an_out_of_range_value_exits_2_before_any_work(argv, option, problem, capsys):

@@ -314,10 +314,9 @@ def test_tls(int8_model, dicom_dir, tmp_path):
 
 
 def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model, pydicom_file, tmp_path):
-    """A model whose contract says frames 'all' (and no modality rule, so that the ultrasound cine is analysed):
-    the 30-frame JPEG cine gets 30 records in results.jsonl and one report with 30 measurement groups, one on
-    each frame."""
-    import dataclasses
+    """`serve --frames all`, with a model whose contract has no modality rule (so that the ultrasound cine is
+    analysed): the 30-frame JPEG cine gets 30 records in results.jsonl and one report with 30 measurement groups,
+    one on each frame."""
     import json
 
     from medlite.convert.contract_writer import embed_contract
@@ -327,10 +326,9 @@ def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model
     blob = int8_model.read_bytes()
     c = read_contract(blob)
     model = tmp_path / "all_frames.tflite"
-    model.write_bytes(embed_contract(blob, c.replace(intended_use=IntendedUse(),
-                                                     preprocess=dataclasses.replace(c.preprocess, frames="all"))))
+    model.write_bytes(embed_contract(blob, c.replace(intended_use=IntendedUse())))
     port = free_port()
-    node = start_node(model, tmp_path / "node", port)
+    node = start_node(model, tmp_path / "node", port, "--frames", "all")
     cine = Path(pydicom_file(CINE))
     uid = str(pydicom.dcmread(cine, stop_before_pixels=True).SOPInstanceUID)
     try:

@@ -25,7 +25,6 @@ def register(sub, common) -> None:
     p.add_argument("--out", type=writable_file, help="JSON Lines output file (default: standard output)")
     p.add_argument("--workers", type=whole_number(0, 64), default=2,
                    help="decoding worker processes, 0 to 64 (0: decode in the main process)")
-    p.add_argument("--frames", help="multi-frame DICOM: all, middle or an index (default: the contract's)")
     p.add_argument("--ignore-intended-use", action="store_true",
                    help="run DICOMs outside the model's intended use too; each record then says so")
     p.add_argument("--heatmap", type=Path, metavar="DIR",
@@ -45,8 +44,7 @@ def run(args) -> int:
     from medlite.edge import batch
     from medlite.edge.backends.litert import runtime
 
-    frames = None if args.frames is None else int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
-    model = load_model(args, frames=frames, ignore_intended_use=args.ignore_intended_use,
+    model = load_model(args, ignore_intended_use=args.ignore_intended_use,
                        full_decode=args.full_decode)
     files, missing = batch.expand(args.paths)
     con = console(args)

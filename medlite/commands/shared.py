@@ -72,6 +72,16 @@ def writable_file(text: str) -> str:
     return text
 
 
+def frame_policy(text: str) -> str | int:
+    """An argparse type: a multi-frame DICOM's frames, "all", "middle" or an index (negative from the end)."""
+    if text in ("all", "middle"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected all, middle or a frame index, got {text!r}") from None
+
+
 def edgetpu_device(text: str) -> str:
     from medlite.edge.backends.session import Options
 
@@ -90,13 +100,16 @@ def model_args(p) -> None:
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="default auto: best one present")
     p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
     p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
+    p.add_argument("--frames", type=frame_policy, help="multi-frame DICOM: all (one result per frame), middle or an "
+                                                       "index (default: the contract's)")
 
 
 def load_model(args, **options):
     """The model of ``model_args``, loaded on its backend with the run ``options`` of ``medlite.edge.load``."""
     from medlite.edge import load
 
-    return load(args.model, backend=args.backend, threads=args.threads, device=args.device, **options)
+    return load(args.model, backend=args.backend, threads=args.threads, device=args.device, frames=args.frames,
+                **options)
 
 
 def data_args(p, required: bool = True, default: str | None = None) -> None:
