@@ -25,6 +25,7 @@ from ..edge.metrics import choose_threshold, classification_metrics
 from ..edge.runtime import sha256_bytes
 from ..edge import ood
 from ..edge.version import __version__
+from ..measure.report import per_class_table
 from ..train.bundle import Bundle, load_bundle
 from ..train.calibration import fit as fit_calibration
 from ..train.data import TrainingData
@@ -368,14 +369,6 @@ def per_class_markdown(entry: dict, labels: list[str] | None) -> list[str]:
     split = "test" if entry["test"] else "validation"
     weights = entry.get("calibration", {}).get("weights") or [1.0] * len(labels)
     how = entry.get("calibration", {}).get("method", "none (the highest score)")
-    lines = ["", f"{entry['variant']}, class by class on {split}: accuracy {m['accuracy']:.3f}, balanced accuracy "
-             f"{m['balanced_accuracy']:.3f}; the decision's class weights were chosen on validation ({how}).", "",
-             "| class | weight | sensitivity | specificity | AUC (one vs rest) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    for label, w, r, auc in zip(labels, weights, m["per_class"], m["auc_per_class"]):
-        rate = [("-" if v is None else f"{v:.3f}") for v in (r["sensitivity"], r["specificity"])]
-        lines.append(f"| {label} | {w:.3f} | {rate[0]} | {rate[1]} | {auc:.3f} |")
-    lines += ["", "Confusion matrix (rows: the truth, columns: the decision):", "",
-              "| | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
-    lines += [f"| {label} | " + " | ".join(str(n) for n in row) + " |" for label, row in zip(labels, m["confusion"])]
-    return lines
+    return ["", f"{entry['variant']}, class by class on {split}: accuracy {m['accuracy']:.3f}, balanced accuracy "
+            f"{m['balanced_accuracy']:.3f}; the decision's class weights were chosen on validation ({how}).", ""] + \
+        per_class_table(m, labels, weights)

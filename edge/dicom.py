@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import logging
 import re
 import warnings
@@ -22,7 +23,7 @@ from .contract import IntendedUse, Preprocess
 from .errors import InputError, Rejected
 from .frames import Frame
 from .jpeg2000 import J2K_SYNTAXES, decode_reduced, reducible
-from .truncation import truncation
+from .truncation import truncation_of
 
 # pydicom also logs those warnings, values included, through its logger.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
@@ -180,10 +181,11 @@ def _code(ds: pydicom.Dataset, keyword: str, path: str) -> str | None:
     return text or None
 
 
-# What a report takes from its image: the Patient and General Study modules and the image's identity.
-REPORT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                   "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "SOPClassUID",
-                   "SOPInstanceUID", "SeriesInstanceUID", "OtherPatientIDsSequence", "IssuerOfPatientID")
+# What a report takes from its image: the Patient and General Study modules (edge/sr.py writes their type 2
+# attributes, possibly empty, as DICOM requires) and the image's identity.
+PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+IDENTITY = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "OtherPatientIDsSequence", "IssuerOfPatientID")
 
 
 def report_header(ds: pydicom.Dataset) -> pydicom.Dataset | None:
@@ -192,7 +194,7 @@ def report_header(ds: pydicom.Dataset) -> pydicom.Dataset | None:
     out = pydicom.Dataset()
     try:
         with quiet_pydicom():
-            for k in REPORT_KEYWORDS:
+            for k in PATIENT_STUDY + IDENTITY:
                 if k in ds:
                     setattr(out, k, ds[k].value)
     except Exception:  # a damaged element: no report can be made from this header
@@ -204,15 +206,17 @@ def open_dicom(path: str) -> pydicom.Dataset:
     """A DICOM file parsed (its pixel data not yet decoded); InputError when it cannot be, or when it was cut
     short: pydicom reads a cut file as a dataset that just stops, and a decoder may still make an image of
     what is left, so every file's elements are checked to end within it."""
+    with open(path, "rb") as f:  # read once: pydicom parses these bytes, and the walker checks them
+        data = f.read()
     try:
         with quiet_pydicom():
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError:
         raise InputError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as e:  # pydicom fails on a cut file through several exception types
-        raise InputError(path, truncation(path) or f"the DICOM could not be parsed ({type(e).__name__}); it is "
-                                                   "corrupt: re-export it from the modality or PACS") from None
-    cut = truncation(path)
+        raise InputError(path, truncation_of(data) or f"the DICOM could not be parsed ({type(e).__name__}); it is "
+                                                      "corrupt: re-export it from the modality or PACS") from None
+    cut = truncation_of(data)
     if cut:
         raise InputError(path, cut)
     return ds

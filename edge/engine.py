@@ -215,8 +215,7 @@ class Engine:
         """A started pool, or None (with a warning) when worker processes cannot start here (a sandbox, qemu)."""
         pool = None
         try:
-            pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_start_worker,
-                                       initargs=(self.job,))
+            pool = self._new_pool()
             pool.submit(_ready).result(timeout=120)
             return pool
         except Exception as e:  # BrokenProcessPool, a timeout, an OSError from a sandbox
@@ -229,10 +228,14 @@ class Engine:
     def _renew_pool(self) -> None:
         """A new pool in place of a broken one, with the files still in flight submitted to it again."""
         _stop(self._pool)
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_start_worker,
-                                         initargs=(self.job,))
+        self._pool = self._new_pool()
         self._pending = collections.deque(
             (f, d if isinstance(d, Decoded) else self._pool.submit(_decode_here, f)) for f, d in self._pending)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        """Worker processes that receive the job once, when they start."""
+        return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_start_worker,
+                                   initargs=(self.job,))
 
     def _decode_alone(self, file: str) -> Decoded:
         """Decode one file in a single-use process: the way to tell a file that kills its decoder."""

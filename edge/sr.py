@@ -22,6 +22,7 @@ import pydicom
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from .dicom import IDENTITY, PATIENT_STUDY
 from .version import __version__
 
 SCHEME = "99MEDLITE"
@@ -98,12 +99,9 @@ def _group(source: pydicom.Dataset, record: dict, ident, sha: str) -> hd.sr.Meas
     return group
 
 
-# What a report takes from its image: the Patient and General Study modules (the type 2 attributes present,
-# possibly empty, as DICOM requires; a modality may have left some out) and the image's identity.
-PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+# The type 2 attributes of the Patient and General Study modules: present, possibly empty, as DICOM requires (a
+# modality may have left some out).
 TYPE2 = frozenset(PATIENT_STUDY) - {"StudyInstanceUID"}
-IDENTITY = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "OtherPatientIDsSequence", "IssuerOfPatientID")
 
 
 def _evidence(source: pydicom.Dataset) -> pydicom.Dataset:

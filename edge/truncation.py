@@ -9,7 +9,6 @@ delimiter.
 
 from __future__ import annotations
 
-import os
 import struct
 
 # Explicit VR: these VRs have 2 reserved bytes and a 4-byte length (PS3.5 7.1.2); the others a 2-byte length.
@@ -28,13 +27,17 @@ class _Cut(Exception):
 
 
 def truncation(path: str) -> str | None:
-    """Why ``path`` is a cut DICOM ("the file ends at byte N, inside element (gggg,eeee) of length L: ..."),
-    or None when its elements all end within it (or it is not a DICOM file this walker can read)."""
+    """Why the file at ``path`` is a cut DICOM; see ``truncation_of``."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return truncation_of(f.read())
     except OSError:
         return None
+
+
+def truncation_of(data: bytes) -> str | None:
+    """Why a DICOM file's bytes are cut ("the file ends at byte N, inside element (gggg,eeee) of length L: ..."),
+    or None when its elements all end within it (or it is not a DICOM file this walker can read)."""
     if data[128:132] != b"DICM":
         return None
     try:
@@ -50,7 +53,7 @@ def truncation(path: str) -> str | None:
             where = f"inside the header of {name}"
         else:
             where = f"inside {name} of " + ("undefined length" if cut.length == UNDEFINED else f"length {cut.length}")
-        return (f"the file ends at byte {os.path.getsize(path)}, {where}: it is truncated (an interrupted copy or "
+        return (f"the file ends at byte {len(data)}, {where}: it is truncated (an interrupted copy or "
                 "transfer?); send it again")
     except (struct.error, ValueError):
         return None  # malformed in some other way: not this module's to explain

@@ -65,18 +65,26 @@ def markdown(report: dict) -> str:
 
 
 def per_class_lines(row: dict) -> list[str]:
-    """A multi-class row's decision class by class (Markdown): sensitivity, specificity and one-vs-rest AUC,
-    then the confusion matrix. Nothing for a binary row."""
+    """A multi-class row's decision class by class (Markdown). Nothing for a binary row."""
     m, labels = row["metrics"], row.get("labels")
     if "per_class" not in m or not labels:
         return []
-    out = ["", f"{row['variant']} on {row['backend']}: accuracy {m['accuracy']:.3f}, balanced accuracy "
-           f"{m['balanced_accuracy']:.3f}", "", "| class | sensitivity | specificity | AUC (one vs rest) |",
-           "| --- | ---: | ---: | ---: |"]
-    for label, r, auc in zip(labels, m["per_class"], m["auc_per_class"]):
-        out.append(f"| {label} | {_fmt(r['sensitivity'], '.3f')} | {_fmt(r['specificity'], '.3f')} | {auc:.3f} |")
-    out += ["", "| truth \\ decision | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
-    out += [f"| {label} | " + " | ".join(str(n) for n in row_) + " |" for label, row_ in zip(labels, m["confusion"])]
+    return ["", f"{row['variant']} on {row['backend']}: accuracy {m['accuracy']:.3f}, balanced accuracy "
+            f"{m['balanced_accuracy']:.3f}", ""] + per_class_table(m, labels)
+
+
+def per_class_table(m: dict, labels: list[str], weights: list[float] | None = None) -> list[str]:
+    """Markdown lines of a multi-class split's metrics ``m``: each class's (decision weight,) sensitivity,
+    specificity and one-vs-rest AUC, then the confusion matrix."""
+    weight = weights is not None
+    out = ["| class |" + (" weight |" if weight else "") + " sensitivity | specificity | AUC (one vs rest) |",
+           "| --- |" + (" ---: |" if weight else "") + " ---: | ---: | ---: |"]
+    for k, (label, r, auc) in enumerate(zip(labels, m["per_class"], m["auc_per_class"])):
+        out.append(f"| {label} |" + (f" {weights[k]:.3f} |" if weight else "") +
+                   f" {_fmt(r['sensitivity'], '.3f')} | {_fmt(r['specificity'], '.3f')} | {auc:.3f} |")
+    out += ["", "Confusion matrix (rows: the truth, columns: the decision):", "",
+            "| | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    out += [f"| {label} | " + " | ".join(str(n) for n in counts) + " |" for label, counts in zip(labels, m["confusion"])]
     return out
 
 
