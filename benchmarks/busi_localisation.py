@@ -25,6 +25,7 @@ import csv
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -178,13 +179,15 @@ def main() -> None:
     ap.add_argument("--variants", default="fp32,int8,int8-qat,int8-pruned")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--test-fraction", type=float, default=0.5, help="share of each class kept aside (default half)")
+    ap.add_argument("--train-args", default="", help="more `medlite train` flags, quoted (e.g. '--folds 5')")
     args = ap.parse_args()
     busi = (args.data_dir / "busi").resolve()
     out = args.out.resolve()
     held = split(busi, out / "split", args.test_fraction)
     shutil.rmtree(out / "bundle", ignore_errors=True)
-    train_s = medlite("train", "--data", str(out / "split" / "train"), "--image-size", str(args.image_size), "--out",
-                      str(out / "bundle"))
+    # The kept-aside half is the bundle's test split: reported in metrics.json, never used for a choice.
+    train_s = medlite("train", "--data", str(out / "split"), "--image-size", str(args.image_size), "--out",
+                      str(out / "bundle"), *shlex.split(args.train_args))
     convert_s = medlite("convert", str(out / "bundle"), "--variants", args.variants, "--out", str(out / "models"),
                         "--force", "--allow-drop")
     models = {v: out / "models" / f"{v}.tflite" for v in args.variants.split(",")}
@@ -192,7 +195,7 @@ def main() -> None:
     result["train_seconds"], result["convert_seconds"] = train_s, convert_s
     result["calibrations"] = calibrations(models, out / "split", args.image_size, result)
     (out / "localisation.json").write_text(json.dumps(result, indent=1))
-    print(f"medlite train --image-size {args.image_size}: {train_s:.0f} s; convert ({args.variants}): "
+    print(f"medlite train --image-size {args.image_size} {args.train_args}: {train_s:.0f} s; convert ({args.variants}): "
           f"{convert_s:.0f} s; held-out images {result['images']} ({result['too_small']} more were smaller than the "
           f"input and refused), {result['with_lesion']} with a lesion\n")
     labels = result["labels"]

@@ -38,6 +38,10 @@ CANDIDATES = {
                                                           **STRONG},
     "60 epochs, strong augmentation, width 16": {"epochs": 60, "patience": 20, **STRONG,
                                                  "model_options": {"width": 16, "dense": 64, "dropout": 0.3}},
+    "60 epochs, SimCLR pretraining": {"epochs": 60, "patience": 20, "pretrain": "simclr"},
+    "60 epochs, restore pretraining": {"epochs": 60, "patience": 20, "pretrain": "restore"},
+    "60 epochs, SimCLR pretraining, strong augmentation": {"epochs": 60, "patience": 20, "pretrain": "simclr",
+                                                           **STRONG},
 }
 
 

@@ -264,6 +264,10 @@ class _Converter:
         model or a bundle trained before calibration (which keeps its plain argmax)."""
         if self.pos is not None or not self.contract.calibration:
             return {}
+        if self.contract.calibration.get("fitted_on"):
+            # Fitted on cross-validation's scores of every training image (train --folds): many more images
+            # than validation holds, so every variant keeps it rather than re-fit it on a few dozen.
+            return dict(self.contract.calibration)
         counts = np.bincount(self.data.splits["train"].y, minlength=len(self.contract.labels))
         return fit_calibration(self.contract.calibration["method"], y, probs, counts)
 

@@ -19,7 +19,7 @@ def busi_models(tmp_path_factory, data_dir):
     leans on the class weighting), converted to fp32 and int8."""
     out = tmp_path_factory.mktemp("busi")
     assert main(["train", "--data", str(data_dir / "busi" / "images"), "--image-size", "28", "--epochs", "3",
-                 "--out", str(out / "bundle"), "-q"]) == 0
+                 "--pretrain", "none", "--out", str(out / "bundle"), "-q"]) == 0
     assert main(["convert", str(out / "bundle"), "--variants", "fp32,int8", "--out", str(out / "models"),
                  "--allow-drop", "-q"]) == 0
     return out

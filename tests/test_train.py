@@ -146,7 +146,8 @@ def _class_folder(root, data_dir, dicom_dir):
 def test_train_on_a_class_folder_of_real_images(tmp_path, data_dir, dicom_dir, capsys):
     _class_folder(tmp_path / "xray", data_dir, dicom_dir)
     out = tmp_path / "bundle"
-    rc = main(["train", "--data", str(tmp_path / "xray"), "--out", str(out), "--epochs", "2", "--image-size", "28"])
+    rc = main(["train", "--data", str(tmp_path / "xray"), "--out", str(out), "--epochs", "2", "--image-size", "28",
+               "--pretrain", "none"])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "positive class: pneumonia (the second label" in err and "--positive-class" in err
@@ -194,7 +195,8 @@ def test_breastmnist_positive_class_is_malignant(tmp_path, data_dir, capsys):
     """The clinically positive class, though it is label 0: the operating point protects malignant lesions."""
     _breastmnist_from_busi(tmp_path / "breastmnist.npz", data_dir / "busi")
     out = tmp_path / "b"
-    assert main(["train", "--data", str(tmp_path / "breastmnist.npz"), "--out", str(out), "--epochs", "1"]) == 0
+    assert main(["train", "--data", str(tmp_path / "breastmnist.npz"), "--out", str(out), "--epochs", "1",
+                 "--pretrain", "none"]) == 0
     assert "positive class: malignant (the clinically positive class of breastmnist)" in capsys.readouterr().err
     contract = json.loads((out / "contract.json").read_text())
     assert contract["labels"] == ["malignant", "normal, benign"] and contract["positive_index"] == 0
@@ -202,7 +204,7 @@ def test_breastmnist_positive_class_is_malignant(tmp_path, data_dir, capsys):
     assert json.loads((out / "metrics.json").read_text())["positive_class"]["label"] == "malignant"
     out2 = tmp_path / "b2"
     assert main(["train", "--data", str(tmp_path / "breastmnist.npz"), "--out", str(out2), "--epochs", "1",
-                 "--positive-class", "normal, benign"]) == 0
+                 "--pretrain", "none", "--positive-class", "normal, benign"]) == 0
     assert json.loads((out2 / "contract.json").read_text())["positive_index"] == 1
 
 
@@ -227,7 +229,8 @@ def test_train_cross_validates_the_recipe_when_asked(tmp_path, data_dir, capsys)
     np.savez(f, train_images=split.images[:300], train_labels=split.labels[:300], test_images=split.images[300:400],
              test_labels=split.labels[300:400])
     out = tmp_path / "b"
-    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--folds", "3"]) == 0
+    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--pretrain-epochs", "3",
+                 "--folds", "3"]) == 0
     cv = json.loads((out / "metrics.json").read_text())["cross_validation"]
     a = cv["auc"]
     assert cv["folds"] == 3 and len(a["per_fold"]) == 3 and len(cv["best_epochs"]) == 3
@@ -237,23 +240,30 @@ def test_train_cross_validates_the_recipe_when_asked(tmp_path, data_dir, capsys)
 
 
 def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path, data_dir, capsys):
-    """300 real chest X-rays: the small CNN's small-data fields (60 epochs) over its default recipe, named on the
-    console and in bundle.json; a flag still wins (--epochs 1 here, to keep the test short)."""
+    """300 real chest X-rays: the small CNN's small-data fields (60 epochs, SimCLR pretraining on the training
+    images) over its default recipe, named on the console and in bundle.json; a flag still wins (--epochs 1 and
+    --pretrain-epochs 3 here, to keep the test short)."""
     from medlite.commands.train import choose_recipe
 
     default = load_config(family="small_cnn")
     small, name = choose_recipe(default, 300, None, "small_cnn", {})
     assert small.epochs == 60 and small.patience == 20 and "small-data" in name and "300 images" in name
+    assert small.pretrain == "simclr" and default.pretrain == "none"
     assert choose_recipe(default, 4000, None, "small_cnn", {})[0] == default
     assert choose_recipe(default, 300, None, "small_cnn", {"epochs": 3})[0].epochs == 3
     split = datasets.load("pneumoniamnist", data_dir).splits["train"]
     f = tmp_path / "small.npz"
     np.savez(f, train_images=split.images[:300], train_labels=split.labels[:300], test_images=split.images[300:400],
              test_labels=split.labels[300:400])
-    assert main(["train", "--data", str(f), "--out", str(tmp_path / "b"), "--epochs", "1"]) == 0
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "b"), "--epochs", "1", "--pretrain-epochs",
+                 "3"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
-    assert "recipe: small_cnn default, small-data (the training split has 270 images, under 2000)" in err
-    assert "small-data" in json.loads((tmp_path / "b" / "bundle.json").read_text())["recipe"]
+    assert "recipe: small_cnn default, small-data (the training split has 270 images, under 2000); " \
+           "pretraining: simclr" in err
+    info = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert "small-data" in info["recipe"]
+    assert info["pretraining"]["method"] == "simclr" and info["pretraining"]["images"] == 270
+    assert (tmp_path / "b" / "encoder" / "encoder.weights.h5").is_file()
 
 
 def test_the_label_efficiency_curve_trains_each_share_on_a_nested_sample(tmp_path, data_dir, capsys):
@@ -270,10 +280,14 @@ def test_the_label_efficiency_curve_trains_each_share_on_a_nested_sample(tmp_pat
     np.savez(f, train_images=split["train"].images[:400], train_labels=split["train"].labels[:400],
              test_images=split["test"].images[:200], test_labels=split["test"].labels[:200])
     out = tmp_path / "b"
-    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--label-fractions", "0.25,1"]) == 0
+    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--pretrain", "simclr",
+                 "--pretrain-epochs", "3", "--label-fractions", "0.25,1"]) == 0
     rows = list(csv.DictReader(open(out / "label_efficiency.csv")))
+    # Each share twice: from scratch, then from the encoder pretrained on all 360 training images.
+    assert [r["pretrained"] for r in rows] == ["False", "True", "False", "True"]
     n = [int(r["labelled_images"]) for r in rows]
-    assert abs(n[0] - 90) <= 1 and n[1] == 360  # of the 360 left after validation
+    assert abs(n[0] - 90) <= 1 and n[0] == n[1] and n[2] == n[3] == 360  # of the 360 left after validation
+    assert json.loads((out / "encoder" / "encoder.json").read_text())["images"] == 360
     for r in rows:
         assert r["split"] == "test" and float(r["auc_ci95_low"]) <= float(r["auc"]) <= float(r["auc_ci95_high"])
         assert float(r["auc"]) > 0.6  # real learning in two epochs

@@ -26,6 +26,8 @@ class TrainConfig:
     learning_rate: float = field(default=2e-3, metadata={"help": 'peak of the cosine schedule (Adam)'})
     weight_decay: float = field(default=1e-4, metadata={"help": 'L2 on conv and dense kernels'})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    pretrain: str = field(default="none", metadata={"help": 'self-supervised pretraining of the encoder on the training images (and --unlabelled folders) before training: "simclr", "restore" or "none"'})
+    pretrain_epochs: int = field(default=100, metadata={"help": "pretraining epochs (passes over the unlabelled images)"})
     class_weights: str = field(default="balanced", metadata={"help": '"balanced" (inverse class frequency) or "none"'})
     rotation_deg: float = field(default=10.0, metadata={"help": 'augmentation: random rotation, +/- degrees (anatomy stays upright)'})
     shift: float = field(default=0.08, metadata={"help": 'augmentation: random shift, fraction of the side'})

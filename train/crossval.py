@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 import time
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from .config import TrainConfig
 from .data import Arrays, TrainingData
 from .fit import auc_of, positive_index, train
+from .pretrain import encoder_for
 
 
 def folds(y: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
@@ -37,24 +39,35 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
-def cross_validate(data: TrainingData, config: TrainConfig, k: int, progress=None) -> dict:
+def cross_validate(data: TrainingData, config: TrainConfig, k: int, progress=None, init=None,
+                   teach: np.ndarray | None = None) -> dict:
     """Train ``config`` on all folds but one, K times, and score each held-out fold at its best epoch (early
     stopping watches that fold, as it watches validation in a plain run). ``progress(fold, k, auc)`` after each.
     Returns {"folds", "auc": {"mean", "ci95", "per_fold"}, "best_epochs", "seconds"}; also ``"probs"`` and ``"y"``,
-    every image's held-out scores in pooled order."""
+    every image's held-out scores in pooled order. Every fold starts from the encoder ``init``; with none and a
+    recipe that pretrains, from one encoder pretrained on all the training images (their labels unused). With
+    ``teach`` (images), also ``"ensemble"``: the folds' models' mean scores of those images, a teacher to distil."""
     pooled = [data.splits[s] for s in ("train", "val") if s in data.splits]
     x, y = np.concatenate([a.x for a in pooled]), np.concatenate([a.y for a in pooled])
     pos = positive_index(data, config)
     aucs, epochs, probs, t0 = [], [], np.zeros((len(y), len(data.label_names)), np.float32), time.perf_counter()
-    for i, held in enumerate(folds(y, k, config.seed)):
-        keep = np.setdiff1d(np.arange(len(y)), held)
-        fold = dataclasses.replace(data, splits={"train": Arrays(x[keep], y[keep]), "val": Arrays(x[held], y[held])})
-        result = train(fold, config)
-        probs[held] = result.model.predict(x[held], batch_size=256, verbose=0)
-        aucs.append(auc_of(y[held], probs[held], pos))
-        epochs.append(result.best_epoch)
-        if progress:
-            progress(i + 1, k, aucs[-1])
+    ensemble = 0.0
+    with tempfile.TemporaryDirectory(prefix="medlite-encoder-") as tmp:
+        if init is None and config.pretrain != "none":
+            init = encoder_for(x, config, tmp)
+        for i, held in enumerate(folds(y, k, config.seed)):
+            keep = np.setdiff1d(np.arange(len(y)), held)
+            fold = dataclasses.replace(data, splits={"train": Arrays(x[keep], y[keep]),
+                                                     "val": Arrays(x[held], y[held])})
+            result = train(fold, config, init=init)
+            probs[held] = result.model.predict(x[held], batch_size=256, verbose=0)
+            if teach is not None:
+                ensemble = ensemble + result.model.predict(teach, batch_size=256, verbose=0) / k
+            aucs.append(auc_of(y[held], probs[held], pos))
+            epochs.append(result.best_epoch)
+            if progress:
+                progress(i + 1, k, aucs[-1])
     mean, lo, hi = interval(aucs)
-    return {"folds": k, "auc": {"mean": mean, "ci95": [lo, hi], "per_fold": aucs}, "best_epochs": epochs,
-            "seconds": round(time.perf_counter() - t0, 1), "probs": probs, "y": y}
+    out = {"folds": k, "auc": {"mean": mean, "ci95": [lo, hi], "per_fold": aucs}, "best_epochs": epochs,
+           "seconds": round(time.perf_counter() - t0, 1), "probs": probs, "y": y}
+    return out if teach is None else {**out, "ensemble": ensemble}

@@ -113,6 +113,26 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                         tuple(skipped), intended_use_of(tags, ages))
 
 
+def unlabelled_images(folders, spec: InputSpec, pre: Preprocess) -> tuple[np.ndarray, list[str]]:
+    """Every readable image or DICOM under ``folders`` (searched recursively, no labels) as model inputs, and
+    the files that could not be read, with the reason."""
+    xs, skipped = [], []
+    for root in map(Path, folders):
+        if not root.is_dir():
+            raise DataError(f"{root}: not a folder of images")
+        for f in sorted(root.rglob("*")):
+            if not f.is_file() or f.name.startswith(".") or (f.suffix.lower() not in SUFFIXES and f.suffix):
+                continue
+            try:
+                xs.extend(prepare(frame.pixels, pre, spec, str(f))
+                          for frame in read(str(f), pre, size=(spec.height, spec.width)))
+            except MedliteError as e:
+                skipped.append(str(e))
+    if not xs:
+        raise DataError(f"{', '.join(map(str, folders))}: no readable images ({len(skipped)} failed)")
+    return np.stack(xs), skipped
+
+
 def intended_use_of(tags: set, ages: list[float | None] = ()) -> IntendedUse:
     """The intended use that training DICOMs' (modality, body part) tags and patients' ages show. A rule is kept
     only when every image had the tag: a folder that mixes DICOMs with PNGs, or DICOMs without the tag, says

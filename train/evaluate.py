@@ -17,17 +17,22 @@ def operating_point_name(config: TrainConfig) -> str:
 
 
 def evaluate(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray] | None,
-             pos: int | None, config: TrainConfig, train_counts: np.ndarray, seed: int = 0
-             ) -> tuple[float | None, dict, dict]:
+             pos: int | None, config: TrainConfig, train_counts: np.ndarray, seed: int = 0,
+             held_out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float | None, dict, dict]:
     """Choose the decision on validation ``(y, probs)``: a binary model's threshold, a multi-class model's
-    calibration (``train_counts``: the training split's images per class); then report it on validation and
-    test. Returns (threshold or None, calibration or {}, ``{"validation": {...}, "test": {...}}``)."""
+    calibration (``train_counts``: the training split's images per class), fitted on ``held_out`` scores
+    instead where given (cross-validation's, every training image scored by a model that did not see it: a
+    few hundred images where validation has a few dozen); then report it on validation and test. Returns
+    (threshold or None, calibration or {}, ``{"validation": {...}, "test": {...}}``)."""
     yv, pv = val
     threshold, calibration = None, {}
     if pos is not None:
         threshold = choose_threshold(yv == pos, pv[:, pos], config.operating_point, config.target_sensitivity)
     else:
-        calibration = fit_calibration(config.calibration, yv, pv, train_counts)
+        yc, pc = held_out or val
+        calibration = fit_calibration(config.calibration, yc, pc, train_counts)
+        if calibration and held_out is not None:
+            calibration["fitted_on"] = f"cross-validation scores of {len(yc)} training images"
     weights = calibration.get("weights")
     metrics = {"validation": classification_metrics(yv, pv, pos, threshold, seed=seed,
                                                     decided=decisions(pv, weights))}

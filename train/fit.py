@@ -15,6 +15,7 @@ from ..measure.datasets import POSITIVE_CLASS
 from .config import TrainConfig
 from .data import TrainingData
 from .models import build
+from .pretrain import load_into
 from .tf import keras, tf
 
 TRAIN_AUC_IMAGES = 1000  # training images scored after each epoch for the log's train AUC
@@ -88,8 +89,12 @@ def _augmenter(config: TrainConfig, seed: int):
     return keras.Sequential(layers, name="augment") if layers else None
 
 
-def make_dataset(x, y, n_classes, weights, config: TrainConfig):
+def make_dataset(x, y, n_classes, weights, config: TrainConfig, teacher: np.ndarray | None = None):
+    """Augmented, shuffled batches of (image, target, class weight); the target is the one-hot label, or with
+    ``teacher`` (scores of the same images) the mean of the label and the teacher's scores."""
     onehot = np.eye(n_classes, dtype=np.float32)[y]
+    if teacher is not None:
+        onehot = (onehot + teacher.astype(np.float32)) / 2
     sw = weights[y].astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, onehot, sw))
     ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
@@ -120,10 +125,12 @@ def class_weights(y: np.ndarray, n_classes: int, policy: str) -> np.ndarray:
 
 
 def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | None = None,
-          progress=None) -> TrainResult:
+          progress=None, init: str | Path | None = None, teacher: np.ndarray | None = None) -> TrainResult:
     """Train ``config.model`` on ``data``; the returned model holds the best validation-AUC weights.
 
-    ``progress`` is an optional callable(epoch, epochs, row) for a display.
+    ``progress`` is an optional callable(epoch, epochs, row) for a display; ``init`` a pretrained encoder
+    folder (``medlite pretrain``) whose weights the model starts from; ``teacher`` the training images' scores
+    from a teacher (the cross-validation folds' ensemble) that the model is distilled towards.
     """
     keras.utils.set_random_seed(config.seed)
     # Same seed, same weights: without this, thread scheduling changes reductions from run to run.
@@ -132,13 +139,15 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     pos = positive_index(data, config)
     tr, va = data.splits["train"], data.splits["val"]
     model = build(config.model, input_shape=tr.x.shape[1:], num_classes=n_classes, **config.model_options)
+    if init is not None:
+        load_into(model, init)
     steps = int(np.ceil(len(tr.x) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * config.epochs,
                                                       alpha=0.01)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   weighted_metrics=["accuracy"])
-    ds = make_dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, config.class_weights), config)
+    ds = make_dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, config.class_weights), config, teacher)
     yv = np.eye(n_classes, dtype=np.float32)[va.y]
     # Train AUC is measured on a fixed unaugmented subset, so the log stays cheap on big sets.
     sub = np.random.default_rng(config.seed).permutation(len(tr.x))[:TRAIN_AUC_IMAGES]

@@ -2,7 +2,8 @@
 label, which is what a hospital needs to decide how many images to label. Each share is a stratified sample
 of the training split (the same seed, so a smaller share is inside a larger one); it is trained as
 ``medlite train`` trains (its recipe chosen by the sample's size) and scored on the test split, or on
-validation where the data have no test split, with a 95% bootstrap interval."""
+validation where the data have no test split, with a 95% bootstrap interval. Given an encoder pretrained on all
+the training images (the unlabelled rest included), each share is trained twice: from scratch and from it."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ def nested_samples(y: np.ndarray, fractions: list[float], seed: int) -> dict[flo
             for f in fractions}
 
 
-def curve(data: TrainingData, fractions: list[float], config_for, progress=None) -> list[dict]:
-    """One row per fraction: labelled images, the recipe used, AUC and its interval on the evaluation split.
-    ``config_for(n_train)`` gives the recipe for a training split of that many images and its name."""
+def curve(data: TrainingData, fractions: list[float], config_for, progress=None, encoder=None) -> list[dict]:
+    """One row per fraction (two with ``encoder``: from scratch, then pretrained): labelled images, the recipe
+    used, AUC and its interval on the evaluation split. ``config_for(n_train)`` gives the recipe for a training
+    split of that many images and its name."""
     tr = data.splits["train"]
     split = "test" if "test" in data.splits else "val"
     ev = data.splits[split]
@@ -36,17 +38,19 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None)
     for f, idx in nested_samples(tr.y, fractions, seed=0).items():
         config, recipe = config_for(len(idx))
         sample = dataclasses.replace(data, splits={**data.splits, "train": Arrays(tr.x[idx], tr.y[idx])})
-        result = train(sample, config)
-        probs = result.model.predict(ev.x, batch_size=256, verbose=0)
         pos = positive_index(data, config)
-        if pos is not None:
-            auc, ci = roc_auc(ev.y == pos, probs[:, pos]), bootstrap_auc_ci(ev.y == pos, probs[:, pos])
-        else:
-            auc, ci = ovr_auc(ev.y, probs), _ovr_ci(ev.y, probs)
-        rows.append({"fraction": f, "labelled_images": int(len(idx)), "recipe": recipe, "split": split,
-                     "auc": float(auc), "auc_ci95": [float(ci[0]), float(ci[1])], "best_epoch": result.best_epoch})
-        if progress:
-            progress(rows[-1])
+        for init in (None, encoder) if encoder else (None,):
+            result = train(sample, config, init=init)
+            probs = result.model.predict(ev.x, batch_size=256, verbose=0)
+            if pos is not None:
+                auc, ci = roc_auc(ev.y == pos, probs[:, pos]), bootstrap_auc_ci(ev.y == pos, probs[:, pos])
+            else:
+                auc, ci = ovr_auc(ev.y, probs), _ovr_ci(ev.y, probs)
+            rows.append({"fraction": f, "labelled_images": int(len(idx)), "recipe": recipe,
+                         "pretrained": init is not None, "split": split, "auc": float(auc),
+                         "auc_ci95": [float(ci[0]), float(ci[1])], "best_epoch": result.best_epoch})
+            if progress:
+                progress(rows[-1])
     return rows
 
 
@@ -60,20 +64,26 @@ def _ovr_ci(y: np.ndarray, probs: np.ndarray, n: int = 500, seed: int = 0) -> tu
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
+def _start(row: dict) -> str:
+    return "pretrained encoder" if row["pretrained"] else "from scratch"
+
+
 def write(rows: list[dict], out: Path, title: str) -> list[Path]:
     """label_efficiency.csv, .md and (with matplotlib) .png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "label_efficiency.csv", out / "label_efficiency.md"]
     with open(paths[0], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["fraction", "labelled_images", "recipe", "split", "auc", "auc_ci95_low", "auc_ci95_high"])
+        w.writerow(["fraction", "labelled_images", "pretrained", "recipe", "split", "auc", "auc_ci95_low",
+                    "auc_ci95_high"])
         for r in rows:
-            w.writerow([r["fraction"], r["labelled_images"], r["recipe"], r["split"], f"{r['auc']:.4f}",
-                        f"{r['auc_ci95'][0]:.4f}", f"{r['auc_ci95'][1]:.4f}"])
-    lines = [f"# Label efficiency: {title}", "", "| share of labels | labelled images | AUC | 95% CI | scored on |",
-             "| ---: | ---: | ---: | --- | --- |"]
-    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {r['auc']:.4f} | {r['auc_ci95'][0]:.4f}-"
-              f"{r['auc_ci95'][1]:.4f} | {r['split']} |" for r in rows]
+            w.writerow([r["fraction"], r["labelled_images"], r["pretrained"], r["recipe"], r["split"],
+                        f"{r['auc']:.4f}", f"{r['auc_ci95'][0]:.4f}", f"{r['auc_ci95'][1]:.4f}"])
+    lines = [f"# Label efficiency: {title}", "",
+             "| share of labels | labelled images | start | AUC | 95% CI | scored on |",
+             "| ---: | ---: | --- | ---: | --- | --- |"]
+    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {_start(r)} | {r['auc']:.4f} | "
+              f"{r['auc_ci95'][0]:.4f}-{r['auc_ci95'][1]:.4f} | {r['split']} |" for r in rows]
     paths[1].write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -83,10 +93,15 @@ def write(rows: list[dict], out: Path, title: str) -> list[Path]:
     except ImportError:  # the figure needs medlite[report]; the table says it all
         return paths
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    n = [r["labelled_images"] for r in rows]
-    auc = [r["auc"] for r in rows]
-    ax.errorbar(n, auc, yerr=[[a - r["auc_ci95"][0] for a, r in zip(auc, rows)],
-                              [r["auc_ci95"][1] - a for a, r in zip(auc, rows)]], fmt="o-", capsize=3)
+    for pretrained, marker in ((False, "o-"), (True, "s--")):
+        line = [r for r in rows if r["pretrained"] == pretrained]
+        if not line:
+            continue
+        n, auc = [r["labelled_images"] for r in line], [r["auc"] for r in line]
+        ax.errorbar(n, auc, yerr=[[a - r["auc_ci95"][0] for a, r in zip(auc, line)],
+                                  [r["auc_ci95"][1] - a for a, r in zip(auc, line)]], fmt=marker, capsize=3,
+                    label=_start(line[0]))
+    ax.legend(loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("labelled training images (log scale)")
     ax.set_ylabel(f"AUC on the {rows[0]['split']} split, 95% interval")

@@ -13,9 +13,10 @@ from ..edge.version import __version__
 from .bundle import save_bundle
 from .config import TrainConfig
 from .crossval import cross_validate
-from .data import TrainingData, load_training_data
+from .data import TrainingData, load_training_data, unlabelled_images
 from .evaluate import evaluate, operating_point_name
-from .fit import positive_class, train
+from .fit import auc_of, positive_class, train
+from .pretrain import describe, encoder_for
 
 
 def load_data_for(source: str, config: TrainConfig, data_dir=None) -> TrainingData:
@@ -46,26 +47,55 @@ def parse_age_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def pretrained_encoder(data: TrainingData, config: TrainConfig, out: Path, unlabelled=(), progress=None) -> Path:
+    """Pretrain the recipe's encoder (``config.pretrain``) on the training split's images, their labels unused,
+    and the images under the ``unlabelled`` folders; saved in ``out/encoder``."""
+    x, skipped = data.splits["train"].x, []
+    if unlabelled:
+        extra, skipped = unlabelled_images(unlabelled, data.spec, data.preprocess)
+        x = np.concatenate([x, extra])
+    return encoder_for(x, config, out / "encoder", progress,
+                       {"training_images": int(len(data.splits["train"].x)),
+                        "unlabelled_folders": [str(u) for u in unlabelled], "unlabelled_skipped": skipped})
+
+
 def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=None, data: TrainingData | None = None,
-                 progress=None, folds: int | None = None, fold_progress=None, recipe: str | None = None
+                 progress=None, folds: int | None = None, fold_progress=None, recipe: str | None = None,
+                 init: str | Path | None = None, unlabelled=(), pretrain_progress=None, distil: bool = False
                  ) -> tuple[Path, dict]:
-    """Train on ``source`` and write a bundle to ``out``; returns (bundle path, metrics). With ``folds``, the
-    recipe is first cross-validated on the training images (``metrics["cross_validation"]``)."""
+    """Train on ``source`` and write a bundle to ``out``; returns (bundle path, metrics). The model starts from
+    the encoder ``init`` where given, else from one pretrained here when the recipe says so (``out/encoder``, on
+    the training images and the ``unlabelled`` folders). With ``folds``, the recipe is first cross-validated on
+    the training images (``metrics["cross_validation"]``), from the same encoder, and the multi-class calibration
+    is fitted on its held-out scores; with ``distil`` too, the model learns from the folds' ensemble (its scores
+    of the training images, mixed with the labels) as well as from the labels."""
+    if distil and not folds:
+        raise ValueError("distilling needs the folds' models: give folds")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = data or load_data_for(source, config, data_dir)
-    cv = None
+    if init is None and config.pretrain != "none":
+        init = pretrained_encoder(data, config, out, unlabelled, pretrain_progress)
+    pretraining = None if init is None else {**describe(init), "folder": str(init)}
+    cv, held_out, teacher = None, None, None
     if folds:
-        cv = {k: v for k, v in cross_validate(data, config, folds, fold_progress).items() if k not in ("probs", "y")}
+        tr, test = data.splits["train"], data.splits.get("test")
+        teach = None if not distil else tr.x if test is None else np.concatenate([tr.x, test.x])
+        cv = cross_validate(data, config, folds, fold_progress, init=init, teach=teach)
+        held_out, teacher = (cv.pop("y"), cv.pop("probs")), cv.pop("ensemble", None)
+        if teacher is not None and test is not None:  # how the teacher itself does on the test split
+            pos = positive_class(data, config)[0]
+            cv["ensemble_test_auc"] = auc_of(test.y, teacher[len(tr.x):], pos)
+            teacher = teacher[:len(tr.x)]
     t0 = time.perf_counter()
-    result = train(data, config, log_path=out / "train_log.csv", progress=progress)
+    result = train(data, config, log_path=out / "train_log.csv", progress=progress, init=init, teacher=teacher)
     pos, pos_how = positive_class(data, config)
     # Validation and test only: the training split's scores are used by nothing.
     probs = {s: result.model.predict(a.x, batch_size=512, verbose=0) for s, a in data.splits.items() if s != "train"}
     test = (data.splits["test"].y, probs["test"]) if "test" in data.splits else None
     counts = np.bincount(data.splits["train"].y, minlength=len(data.label_names))
     threshold, calibration, metrics = evaluate((data.splits["val"].y, probs["val"]), test, pos, config, counts,
-                                               seed=config.seed)
+                                               seed=config.seed, held_out=held_out)
     positive = None if pos is None else data.label_names[pos]
     metrics["positive_class"] = {"label": positive, "chosen": pos_how}
     info = {
@@ -73,7 +103,8 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
         "family": config.model, "recipe": recipe or config.model, "parameters": int(result.model.count_params()),
         "best_epoch": result.best_epoch, "epochs_run": len(result.log),
         "train_seconds": round(time.perf_counter() - t0, 1), "seed": config.seed,
-        "skipped_files": list(data.skipped), "positive_class": positive,
+        "skipped_files": list(data.skipped), "positive_class": positive, "pretraining": pretraining,
+        "distilled_from": f"the ensemble of {folds} cross-validation folds' models" if distil else None,
     }
     contract = Contract(
         input=data.spec, labels=data.label_names, preprocess=data.preprocess, positive_index=pos,
@@ -83,7 +114,8 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
         ("argmax" if not calibration else f"class weights ({calibration['method']}) on validation"),
         provenance={"medlite_version": __version__, "variant": "keras", "family": config.model,
                     "training_data": data.name, "training_data_sha256": data.sha256,
-                    "positive_class": positive},
+                    "positive_class": positive,
+                    "pretraining": None if pretraining is None else pretraining["method"]},
         validation=metrics["validation"],
     )
     metrics["intended_use"] = contract.to_dict()["intended_use"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 
-from .shared import EXIT_OK, data_args, needs_train, whole_number
+from .shared import EXIT_OK, UsageError, data_args, needs_train, whole_number
 
 
 def _config_fields():
@@ -25,6 +26,12 @@ def register(sub, common) -> None:
                                    "recipe, small_cnn)")
     p.add_argument("--config", help="recipe YAML file (fields as the flags below)")
     p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--init", metavar="ENCODER",
+                   help="start from a pretrained encoder (`medlite pretrain`); the model family, its options, "
+                        "the image size and colour are the encoder's")
+    p.add_argument("--unlabelled", nargs="+", default=(), metavar="DIR",
+                   help="folders of images without labels that the recipe's pretraining also learns from "
+                        "(the small-data recipe pretrains on its training images by default)")
     p.add_argument("--label-fractions", type=fractions, metavar="F,F,...",
                    help="also train on these shares of the labelled training images (e.g. 0.05,0.1,0.25,0.5,1) "
                         "and write the label-efficiency curve (AUC against labelled images, with 95%% intervals) "
@@ -32,6 +39,9 @@ def register(sub, common) -> None:
     p.add_argument("--folds", type=whole_number(2, 20), metavar="K",
                    help="first cross-validate the recipe on the training images in K folds: the AUC's mean and "
                         "95%% interval (metrics.json's cross_validation); the bundle's model is trained as usual")
+    p.add_argument("--distil", action="store_true",
+                   help="with --folds: the model also learns from the folds' models' mean scores of the training "
+                        "images (knowledge distillation of their ensemble into the one model a cart runs)")
     group = p.add_argument_group("recipe overrides")
     for f in _config_fields():
         kind = {"int": int, "float": float}.get(str(f.type), str)
@@ -45,8 +55,9 @@ def register(sub, common) -> None:
 
 
 @contextlib.contextmanager
-def epoch_progress(console, label: str, epochs: int):
-    """A bar over epochs; yields the ``progress(epoch, total, row)`` callback that training calls."""
+def epoch_progress(console, label: str, epochs: int, unit: str = "epoch"):
+    """A bar over epochs; yields the ``progress(epoch, total, row)`` callback that training calls (``row`` with
+    the epoch's loss, and its validation AUC where there is one)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
@@ -54,27 +65,39 @@ def epoch_progress(console, label: str, epochs: int):
         task = bar.add_task(label, total=epochs)
 
         def on_epoch(epoch, total, row):
-            bar.update(task, completed=epoch, description=f"{label}: loss {row['loss']:.3f} "
-                                                          f"val AUC {row['val_auc']:.4f}")
+            auc = f" val AUC {row['val_auc']:.4f}" if "val_auc" in row else ""
+            bar.update(task, completed=epoch, description=f"{label}: loss {row['loss']:.3f}{auc}")
 
         yield on_epoch
 
 
-def train_with_progress(source: str, config, out, console, *, data_dir=None, data=None, folds=None, recipe=None):
+def train_with_progress(source: str, config, out, console, *, data_dir=None, data=None, folds=None, recipe=None,
+                        init=None, unlabelled=(), distil=False):
     """Train with a progress bar and print the metrics; returns (bundle path, metrics). ``demo`` calls this too."""
     from medlite.train.pipeline import train_bundle
 
     def on_fold(i, k, auc):
         console.print(f"cross-validation fold {i}/{k}: AUC {auc:.4f}")
 
+    if init is None and config.pretrain != "none":
+        from medlite.train.pipeline import load_data_for, pretrained_encoder
+
+        data = data or load_data_for(source, config, data_dir)
+        with epoch_progress(console, f"pretraining {config.model} ({config.pretrain})",
+                            config.pretrain_epochs) as on_epoch:
+            init = pretrained_encoder(data, config, Path(out), unlabelled,
+                                      lambda e, n, loss: on_epoch(e, n, {"loss": loss}))
+        console.print(f"pretrained encoder: {init}")
     with epoch_progress(console, f"training {config.model}", config.epochs) as on_epoch:
         bundle, metrics = train_bundle(source, config, out, data_dir=data_dir, data=data, progress=on_epoch,
-                                       folds=folds, fold_progress=on_fold, recipe=recipe)
+                                       folds=folds, fold_progress=on_fold, recipe=recipe, init=init, distil=distil)
     cv = metrics.get("cross_validation")
     if cv:
         a = cv["auc"]
         console.print(f"cross-validation, {cv['folds']} folds of the training images: AUC {a['mean']:.4f} "
                       f"(95% CI {a['ci95'][0]:.4f}-{a['ci95'][1]:.4f})")
+        if "ensemble_test_auc" in cv:
+            console.print(f"the folds' ensemble (the teacher) on test: AUC {cv['ensemble_test_auc']:.4f}")
     from medlite.edge.contract import intended_use_from
 
     use = intended_use_from(metrics["intended_use"])
@@ -113,8 +136,7 @@ def check_recipe(config) -> None:
     """The recipe's values that are words or ranges, checked before any image is read."""
     from medlite.train.calibration import METHODS
     from medlite.train.pipeline import parse_age_range
-
-    from .shared import UsageError
+    from medlite.train.pretrain import METHODS as PRETRAINING
 
     if config.age_range:
         try:
@@ -123,6 +145,8 @@ def check_recipe(config) -> None:
             raise UsageError(f"--age-range: {e}") from None
     if config.if_age_missing not in ("reject", "answer"):
         raise UsageError(f"--if-age-missing must be reject or answer, got {config.if_age_missing!r}")
+    if config.pretrain not in ("none", *PRETRAINING):
+        raise UsageError(f"--pretrain must be none or one of {', '.join(PRETRAINING)}, got {config.pretrain!r}")
     if config.calibration not in METHODS:
         raise UsageError(f"--calibration must be one of {', '.join(METHODS)}, got {config.calibration!r}")
 
@@ -139,31 +163,69 @@ def run(args) -> int:
     overrides = {f.name: getattr(args, f.name) for f in _config_fields()}
     if args.model:
         overrides["model"] = args.model
+    if args.init:
+        family = encoder_fields(args.init, overrides)
     config = load_config(args.config, family).updated(**overrides)
     check_recipe(config)
     con = console(args)
     data = load_data_for(args.data, config, args.data_dir)
     config, recipe = choose_recipe(config, len(data.splits["train"].y), args.config, family, overrides)
-    con.print(f"recipe: {recipe}")
+    if args.distil and not args.folds:
+        raise UsageError("--distil learns from the cross-validation folds' models: add --folds K")
+    if args.unlabelled and (args.init or config.pretrain == "none"):
+        raise UsageError("--unlabelled is for the recipe's pretraining, and " +
+                         ("--init gives an encoder already" if args.init else
+                          "this recipe does not pretrain: add --pretrain simclr"))
+    con.print(f"recipe: {recipe}" + (f"; starting from the encoder {args.init}" if args.init else
+                                      f"; pretraining: {config.pretrain}" if config.pretrain != "none" else ""))
     train_with_progress(args.data, config, args.out, con, data_dir=args.data_dir, data=data, folds=args.folds,
-                        recipe=recipe)
+                        recipe=recipe, init=args.init, unlabelled=args.unlabelled, distil=args.distil)
     if args.label_fractions:
-        from pathlib import Path
-
         from medlite.train import label_efficiency
+        from medlite.train.pretrain import DEFAULT_METHOD
 
         def config_for(n):
             return choose_recipe(load_config(args.config, family).updated(**overrides), n, args.config, family,
                                  overrides)
 
         def said(row):
-            con.print(f"label efficiency: {row['labelled_images']} labelled images ({row['fraction']:g}): AUC "
+            con.print(f"label efficiency: {row['labelled_images']} labelled images ({row['fraction']:g}), "
+                      f"{'pretrained' if row['pretrained'] else 'from scratch'}: AUC "
                       f"{row['auc']:.4f} (95% CI {row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}) on {row['split']}")
 
-        rows = label_efficiency.curve(data, args.label_fractions, config_for, said)
+        encoder = Path(args.init or Path(args.out) / "encoder")
+        if not encoder.is_dir():  # the recipe did not pretrain: an encoder for the curve's pretrained half
+            from medlite.train.pipeline import pretrained_encoder
+
+            method = config.pretrain if config.pretrain != "none" else DEFAULT_METHOD
+            with epoch_progress(con, f"pretraining for the curve ({method})", config.pretrain_epochs) as on_epoch:
+                encoder = pretrained_encoder(data, config.updated(pretrain=method), Path(args.out) /
+                                             "label_efficiency", args.unlabelled,
+                                             lambda e, n, loss: on_epoch(e, n, {"loss": loss}))
+        rows = label_efficiency.curve(data, args.label_fractions, config_for, said, encoder)
         for path in label_efficiency.write(rows, Path(args.out), data.name):
             con.print(f"label efficiency: {path}")
     return EXIT_OK
+
+
+def encoder_fields(init: str, overrides: dict) -> str:
+    """Put the encoder's family, width options, image size and colour into ``overrides`` (a flag that says
+    otherwise is a usage error); returns the family."""
+    from medlite.edge.errors import DataError
+    from medlite.train.pretrain import describe
+
+    try:
+        info = describe(init)
+    except DataError as e:
+        raise UsageError(f"--init: {e}") from None
+    height, _, channels = info["input_shape"]
+    fits = {"model": info["family"], "image_size": height, "color": "grey" if channels == 1 else "rgb"}
+    for key, value in fits.items():
+        if overrides.get(key) not in (None, value):
+            raise UsageError(f"--init {init}: the encoder was pretrained with {key.replace('_', '-')} {value}, "
+                             f"not {overrides[key]}")
+    overrides.update(fits, model_options=info["model_options"], pretrain="none")
+    return info["family"]
 
 
 def choose_recipe(config, n_train: int, path, family, overrides) -> tuple:
