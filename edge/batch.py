@@ -67,8 +67,9 @@ def run(model: Model, files: list[str], workers: int = 2, draw: Callable | None 
             yield from records(model, engine.next(), draw)
 
 
-def records(model: Model, decoded: Decoded, draw: Callable | None = None) -> Iterator[dict]:
-    """The records of one decoded file: its frames' results, or its rejection or error."""
+def records(model: Model, decoded: Decoded, draw: Callable | None = None, heatmap: bool = False) -> Iterator[dict]:
+    """The records of one decoded file: its frames' results, or its rejection or error. With ``heatmap`` (or
+    ``draw``) each result's record also has the heatmap's peak and box, in the image's own pixels."""
     if decoded.status == "error":
         yield error_record(decoded.file, decoded.problem)
         return
@@ -77,7 +78,7 @@ def records(model: Model, decoded: Decoded, draw: Callable | None = None) -> Ite
         return
     for frame, x in decoded.frames:
         if draw is None:
-            yield model.predict_frame(frame, x=x).record()
+            yield model.predict_frame(frame, heatmap=heatmap, x=x).record()
             continue
         prediction = model.predict_frame(frame, heatmap=True, x=x)
         rec = prediction.record()

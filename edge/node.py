@@ -10,7 +10,8 @@ that the PACS has not confirmed.
 OUT/incoming/  images acknowledged and not yet reported (SOP Instance UID.dcm)
 OUT/reports/   every report written (its own SOP Instance UID.dcm)
 OUT/outbox/    reports not yet delivered to --forward (links into reports/)
-OUT/failed/    files that hold no readable DICOM header, so no report can name their patient
+OUT/failed/    files that hold no readable DICOM header, so no report can name their patient, and images whose
+               analysis failed --give-up-after times
 OUT/results.jsonl  one medlite record per image, with the report's UID
 
 Log lines name SOP Instance UIDs and AE titles, never patient data.
@@ -74,6 +75,8 @@ class Settings:
     tls_key: str | None = None
     tls_ca: str | None = None  # with it, a sender must show a certificate it signed
     workers: int = 2  # processes that decode images (0: the analysis thread decodes too)
+    give_up_after: int = 3  # an image whose analysis fails this many times (across restarts) goes to failed/
+    heatmap: bool = True  # where the model can: each report holds the heatmap's peak and box on the image
 
 
 def decodable_syntaxes() -> list[str]:
@@ -217,15 +220,42 @@ class Node:
 
     def _analyse(self, path: Path, decoded: Decoded) -> None:
         """Infer, report and let go of one decoded image. Its failure never stops the node: the image stays in
-        incoming/ for the next start."""
+        incoming/ for the next start, until it has failed ``give_up_after`` times."""
         try:
-            recs = list(records(self.model, decoded))  # one per frame under the frame policy 'all'
+            # One per frame under the frame policy 'all'.
+            recs = list(records(self.model, decoded, heatmap=self.s.heatmap and self.model.has_heatmap))
             report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"])
         except Exception as e:
-            log.error("analysing %s failed unexpectedly (%s); it stays in incoming/ for the next start",
-                      path.stem, type(e).__name__)
+            self._analysis_failed(path, decoded, type(e).__name__)
             return
+        path.with_suffix(".failures").unlink(missing_ok=True)
         self._finish(path, recs, report)
+
+    def _analysis_failed(self, path: Path, decoded: Decoded, error: str) -> None:
+        """Count a failed analysis (durably, so restarts count too); the last one allowed sets the image aside
+        in failed/ with a report saying that it could not be analysed, where a report can still be written."""
+        uid, counter = path.stem, path.with_suffix(".failures")
+        tries = (int(counter.read_text()) if counter.exists() else 0) + 1
+        if tries < self.s.give_up_after:
+            durable.write(self.dirs["incoming"], counter.name, str(tries).encode())
+            log.error("analysing %s failed unexpectedly (%s, try %d of %d); it stays in incoming/ for the next start",
+                      uid, error, tries, self.s.give_up_after)
+            return
+        recs = [{"file": str(path), "status": "error", "error": f"could not be analysed: {tries} tries failed "
+                                                               f"({error})"}]
+        try:
+            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"])
+        except Exception:  # the header itself is what fails (an invalid date, a code no report may hold)
+            report = None
+        shutil.move(path, self.dirs["failed"] / path.name)
+        durable.sync_folder(self.dirs["failed"])
+        counter.unlink(missing_ok=True)
+        durable.sync_folder(self.dirs["incoming"])
+        if report and self.outbox:
+            self.outbox.add(self.dirs["reports"] / f"{report}.dcm")
+        self._append([{"sop_instance_uid": uid, **{k: v for k, v in recs[0].items() if k != "file"}, "report": report}])
+        log.error("analysing %s failed %d times (%s); moved to failed/, %s", uid, tries, error,
+                  f"report {report} says it could not be analysed" if report else "and no report could be written")
 
     def _finish(self, path: Path, recs: list[dict], report_uid: str | None) -> None:
         uid = path.stem

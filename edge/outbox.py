@@ -1,4 +1,5 @@
-"""Reports waiting for the PACS: kept on disk, sent by C-STORE, retried with backoff, removed once delivered."""
+"""Reports waiting for the PACS: kept on disk, sent by C-STORE, retried with backoff, removed once delivered.
+A report the PACS refuses for good moves to ``refused/`` beside the outbox, so that the ones after it still go."""
 
 from __future__ import annotations
 
@@ -12,12 +13,26 @@ from pathlib import Path
 import pydicom
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Comprehensive3DSRStorage
+from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
 from . import durable
 
 log = logging.getLogger("medlite.serve")
 
 FIRST_RETRY_S, LAST_RETRY_S = 1.0, 30.0
+DELIVERED = {0x0000, 0xB000, 0xB006, 0xB007}  # success, or success with a warning (coercion, elements left out)
+
+
+def transient(code: int) -> bool:
+    """A refusal that may pass later: the PACS is out of resources (A7xx), at a resource limit (0213) or
+    busy (0x0210, duplicate invocation: the same message still in progress)."""
+    return 0xA700 <= code <= 0xA7FF or code in (0x0210, 0x0213)
+
+
+def meaning(code: int) -> str:
+    """The DICOM name of a C-STORE status, as PS3.4 and PS3.7 give it."""
+    known = STORAGE_SERVICE_CLASS_STATUS.get(code) or GENERAL_STATUS.get(code)
+    return known[1] if known else "a status PS3.4 does not define for storage"
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class Outbox:
 
     def __init__(self, folder: Path, destination: Destination, ae_title: str):
         self.folder = folder
+        self.refused = folder.parent / "refused"
         self.destination = destination
         self._ae = AE(ae_title=ae_title)
         self._ae.add_requested_context(Comprehensive3DSRStorage)
@@ -97,10 +113,19 @@ class Outbox:
             if self._deliver(files):
                 delay = FIRST_RETRY_S
                 continue
-            log.warning("outbox: %s unreachable; %d report(s) waiting, next try in %.0f s", self.destination,
+            log.warning("outbox: %s unreachable or busy; %d report(s) waiting, next try in %.0f s", self.destination,
                         len(files), delay)
             self._stopping.wait(delay)
             delay = min(delay * 2, LAST_RETRY_S)
+
+    def _refuse(self, report: Path, reason: str) -> None:
+        """Move a report the PACS will never take to ``refused/``, saying why, and go on with the rest."""
+        self.refused.mkdir(exist_ok=True)
+        os.replace(report, self.refused / report.name)
+        durable.sync_folder(self.refused)
+        durable.sync_folder(self.folder)
+        log.error("outbox: %s refused report %s for good (%s); moved to %s, the others still go",
+                  self.destination, report.stem, reason, self.refused)
 
     def _deliver(self, files: list[Path]) -> bool:
         """Send what is waiting over one association; True when every report was delivered."""
@@ -112,14 +137,21 @@ class Outbox:
             for f in files:
                 if self._stopping.is_set():
                     return True
-                status = assoc.send_c_store(pydicom.dcmread(f))
+                try:
+                    status = assoc.send_c_store(pydicom.dcmread(f))
+                except ValueError as e:  # the PACS accepted no presentation context for this SR
+                    self._refuse(f, f"the association accepts no such object ({e})")
+                    continue
                 code = getattr(status, "Status", None)
                 if code is None:  # the association broke or timed out
                     return False
-                if code not in (0x0000, 0xB000, 0xB007, 0xB006):  # success, or success with a warning
-                    log.warning("outbox: %s refused report %s (status 0x%04X); kept for another try", d, f.stem,
-                                code)
-                    return False
+                if code not in DELIVERED:
+                    if transient(code):
+                        log.warning("outbox: %s refused report %s for now (status 0x%04X, %s); kept for another "
+                                    "try", d, f.stem, code, meaning(code))
+                        return False
+                    self._refuse(f, f"status 0x{code:04X}, {meaning(code)}")
+                    continue
                 f.unlink()
                 durable.sync_folder(self.folder)
                 log.info("forwarded report %s to %s", f.stem, d)

@@ -3,7 +3,11 @@
 The report joins the source image's patient and study, references the image by
 its SOP Instance UID, and holds one measurement group: the model's decision and
 score at its operating point and whether the image lay within the training
-distribution, or "not analysed" with the reason. The algorithm is named by TID
+distribution, or "not analysed" with the reason. Where the model made a heatmap,
+the group is a planar ROI group (TID 1410), so that a viewer can draw it: its
+image region is the heatmap's box, a closed POLYLINE on the source image (and
+frame), and a POINT marks the heatmap's peak, both in the image's pixel
+coordinates (DICOM's: 0,0 is the top-left corner of the top-left pixel). The algorithm is named by TID
 4019 (name, version, parameters: variant, model SHA-256, the contract's
 provenance). The report is UNVERIFIED: no person has checked it.
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import warnings
 
 import highdicom as hd
+import numpy as np
 import pydicom
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -40,6 +45,8 @@ ANALYSED = Code("analysed", SCHEME, "Analysed")
 NOT_ANALYSED = Code("not-analysed", SCHEME, "Not analysed: outside the intended use")
 UNREADABLE = Code("unreadable", SCHEME, "Not analysed: the image could not be read")
 REASON = Code("reason", SCHEME, "Reason not analysed")
+PEAK = Code("heatmap-peak", SCHEME, "Heatmap peak")
+SOURCE = Code("121112", "DCM", "Source of Measurement")
 
 
 def report_uid(source_uid: str, model_sha256: str) -> str:
@@ -80,23 +87,45 @@ def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.
         manufacturer="medlite", is_complete=True, is_verified=False)
 
 
-def _group(source: pydicom.Dataset, record: dict, ident, sha: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """One record's measurement group, on its image (and frame)."""
+def _group(source: pydicom.Dataset, record: dict, ident, sha: str):
+    """One record's measurement group, on its image (and frame); a planar ROI group with the heatmap's box and
+    peak where the record has them."""
     frame = record.get("frame")
+    frames = None if frame is None else [int(frame) + 1]
     tracking = ["tracking", source.SOPInstanceUID, sha] + ([] if frame is None else [str(frame)])
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=tracking),
-                                                     identifier="medlite finding"),
-        algorithm_id=ident,
-        source_images=[hd.sr.SourceImageForMeasurementGroup(
-            source.SOPClassUID, source.SOPInstanceUID, None if frame is None else [int(frame) + 1])],
-        measurements=_measurements(record),
-        qualitative_evaluations=_evaluations(record))
+    common = {"tracking_identifier": hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=tracking),
+                                                               identifier="medlite finding"),
+              "algorithm_id": ident, "measurements": _measurements(record),
+              "qualitative_evaluations": _evaluations(record)}
+    if record.get("box") is not None:
+        x0, y0, x1, y1 = (float(v) for v in record["box"])
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32),
+            source_image=hd.sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, frames))
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)
+        group[0].ContentSequence.append(_peak(source, record["peak"], frames))
+    else:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            source_images=[hd.sr.SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID, frames)],
+            **common)
     reason = record.get("reason") or record.get("error")
     if reason:
         group[0].ContentSequence.append(hd.sr.TextContentItem(
             name=REASON, value=reason[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return group
+
+
+def _peak(source: pydicom.Dataset, peak, frames) -> hd.sr.ScoordContentItem:
+    """The heatmap's peak as a POINT at its pixel's centre, selected from the source image (and frame)."""
+    x, y = peak
+    point = hd.sr.ScoordContentItem(name=PEAK, graphic_type=hd.sr.GraphicTypeValues.POINT,
+                                    graphic_data=np.array([[x + 0.5, y + 0.5]], dtype=np.float32),
+                                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    point.ContentSequence = [hd.sr.ImageContentItem(
+        name=SOURCE, referenced_sop_class_uid=source.SOPClassUID, referenced_sop_instance_uid=source.SOPInstanceUID,
+        referenced_frame_numbers=frames, relationship_type=hd.sr.RelationshipTypeValues.SELECTED_FROM)]
+    return point
 
 
 # The type 2 attributes of the Patient and General Study modules: present, possibly empty, as DICOM requires (a

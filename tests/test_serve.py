@@ -1,6 +1,7 @@
 """`medlite serve` with real DICOM peers on localhost: pynetdicom's storescp as the PACS, an SCU built with
 pynetdicom as the cart's modality, and the node itself as a separate process that can be killed."""
 
+import json
 import os
 import re
 import shutil
@@ -214,6 +215,42 @@ def test_images_in_reports_out_at_the_pacs(int8_model, sources, tmp_path):
     assert not list((tmp_path / "node" / "incoming").iterdir()) and not list((tmp_path / "node" / "outbox").iterdir())
 
 
+def test_a_report_marks_the_finding_on_the_image_for_a_viewer(int8_model, dicom_dir, tmp_path):
+    """An analysed chest film's report, read back with highdicom's reader (as viewer software reads it): one
+    planar ROI group whose image region is the heatmap's box, a closed POLYLINE on the source image, and a
+    POINT at the heatmap's peak, both equal to results.jsonl's box and peak. --no-heatmap leaves them out."""
+    import highdicom as hd
+
+    image = dicom_dir / "nih_cxr14_dx_nofinding.dcm"
+    uid = str(pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID)
+    for heatmap in (True, False):
+        port, out = free_port(), tmp_path / f"node-{heatmap}"
+        node = start_node(int8_model, out, port, *(() if heatmap else ("--no-heatmap",)))
+        try:
+            assert send([image], port) == {uid: 0}
+            wait_for(lambda: list((out / "reports").glob("*.dcm")))
+        finally:
+            node.stop()
+        (report,) = [hd.sr.srread(f) for f in (out / "reports").glob("*.dcm")]
+        (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        rois = report.content.get_planar_roi_measurement_groups()
+        if not heatmap:
+            assert not rois and "box" not in record and len(report.content.get_image_measurement_groups()) == 1
+            continue
+        (group,) = rois
+        x0, y0, x1, y1 = record["box"]
+        assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert group.roi.value.tolist() == [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        (selected,) = group.roi.ContentSequence
+        assert selected.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+        (peak,) = [item for item in group[0].ContentSequence
+                   if item.ConceptNameCodeSequence[0].CodeValue == sr.PEAK.value]
+        assert peak.GraphicType == "POINT" and list(peak.GraphicData) == [record["peak"][0] + 0.5,
+                                                                         record["peak"][1] + 0.5]
+        assert peak.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+        assert 0 <= x0 < x1 <= pydicom.dcmread(image, stop_before_pixels=True).Columns
+
+
 def test_pacs_down_node_killed_nothing_acknowledged_is_lost(int8_model, dicom_dir, tmp_path):
     """The PACS is down; 20 images are sent; the node is killed with SIGKILL while still analysing; then both
     restart. Every image whose C-STORE was acknowledged has exactly one report at the PACS."""
@@ -243,6 +280,55 @@ def test_pacs_down_node_killed_nothing_acknowledged_is_lost(int8_model, dicom_di
     assert "recovering" in (tmp_path / "node.log").read_text() and len(left) + len(waiting) > 0
 
 
+class RefusingPacs:
+    """A PACS (pynetdicom, in this process) that refuses the first report for good (0xC000, cannot
+    understand), the second for now on its first try (0xA700, out of resources), and stores the rest."""
+
+    def __init__(self, port: int):
+        from pynetdicom import evt
+        from pynetdicom.sop_class import Comprehensive3DSRStorage
+
+        self.stored, self.tries = [], {}
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(Comprehensive3DSRStorage)
+        self.server = ae.start_server(("127.0.0.1", port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event):
+        uid = str(event.request.AffectedSOPInstanceUID)
+        self.tries[uid] = self.tries.get(uid, 0) + 1
+        first_seen = list(self.tries)
+        if uid == first_seen[0]:
+            return 0xC000
+        if uid == first_seen[1] and self.tries[uid] == 1:
+            return 0xA700
+        self.stored.append(uid)
+        return 0x0000
+
+
+def test_a_report_refused_for_good_is_set_aside_and_the_rest_still_reach_the_pacs(int8_model, dicom_dir, tmp_path):
+    """One report refused for good goes to node/refused/ with the status named in the log; one refused for now
+    (out of resources) is sent again; every later report is stored."""
+    pacs_port, node_port = free_port(), free_port()
+    pacs = RefusingPacs(pacs_port)
+    images = copies([dicom_dir / "nih_cxr14_dx_nofinding.dcm"], 5, tmp_path / "in")
+    node = start_node(int8_model, tmp_path / "node", node_port, "--forward", f"127.0.0.1:{pacs_port}:PACS")
+    try:
+        assert set(send(images, node_port).values()) == {0}
+        wait_for(lambda: len(pacs.stored) == 4)
+        wait_for(lambda: not list((tmp_path / "node" / "outbox").glob("*.dcm")))
+    finally:
+        node.stop()
+        pacs.server.shutdown()
+    refused = list((tmp_path / "node" / "refused").glob("*.dcm"))
+    first, second = list(pacs.tries)[:2]
+    assert [str(pydicom.dcmread(f).SOPInstanceUID) for f in refused] == [first]
+    assert pacs.tries[first] == 1 and pacs.tries[second] == 2 and second in pacs.stored
+    log = (tmp_path / "node.log").read_text()
+    assert "refused report" in log and "for good (status 0xC000, Cannot Understand)" in log
+    assert "for now (status 0xA700, Refused: Out of Resources)" in log
+
+
 def test_an_unreadable_image_gets_a_report_and_the_node_keeps_serving(int8_model, dicom_dir, tmp_path):
     """A DICOM whose pixel data is cut short: acknowledged, reported as "could not be read" with the reason;
     the next image is analysed as usual. A file with no DICOM header at all is kept in failed/."""
@@ -265,6 +351,37 @@ def test_an_unreadable_image_gets_a_report_and_the_node_keeps_serving(int8_model
     assert sr.UNREADABLE.meaning in reports[str(ds.SOPInstanceUID)]
     assert any("truncated" in t or "could not" in t for t in reports[str(ds.SOPInstanceUID)])
     assert sum(sr.ANALYSED.meaning in items for items in reports.values()) == 1
+
+
+def test_an_image_whose_analysis_keeps_failing_is_set_aside_after_n_tries(int8_model, dicom_dir, tmp_path):
+    """A real chest film whose header no report can hold (its StudyDate is not a date): the analysis fails,
+    the image stays in incoming/ for the next start and, failing there again (--give-up-after 2), moves to
+    failed/ with its record, where before it was retried on every start for ever; the next image is reported."""
+    port = free_port()
+    ds = pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    ds.StudyDate = "notadate"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad)
+    good = copies([dicom_dir / "nih_cxr14_dx_nofinding.dcm"], 1, tmp_path / "in")
+    incoming, failed = tmp_path / "node" / "incoming", tmp_path / "node" / "failed"
+    for attempt in (1, 2):
+        node = start_node(int8_model, tmp_path / "node", port, "--give-up-after", "2")
+        try:
+            if attempt == 1:
+                assert set(send([bad, *good], port).values()) == {0}
+            wait_for(lambda: "try 1 of 2" in (tmp_path / "node.log").read_text() if attempt == 1 else
+                     list(failed.glob("*.dcm")))
+        finally:
+            node.stop()
+        if attempt == 1:
+            assert (incoming / f"{ds.SOPInstanceUID}.dcm").exists()
+    assert [f.name for f in failed.glob("*.dcm")] == [f"{ds.SOPInstanceUID}.dcm"] and not list(incoming.glob("*"))
+    records = [json.loads(line) for line in (tmp_path / "node" / "results.jsonl").read_text().splitlines()]
+    mine = [r for r in records if r["sop_instance_uid"] == str(ds.SOPInstanceUID)]
+    assert len(mine) == 1 and mine[0]["status"] == "error" and "2 tries failed (ValueError)" in mine[0]["error"]
+    assert sum(r["status"] == "ok" for r in records) == 1
+    assert "failed 2 times (ValueError); moved to failed/" in (tmp_path / "node.log").read_text()
 
 
 def test_an_unknown_calling_ae_is_refused(int8_model, dicom_dir, tmp_path):
@@ -339,9 +456,10 @@ def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model
         assert node.stop() == 0
     recs = [json.loads(line) for line in (tmp_path / "node" / "results.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in recs] == list(range(30)) and all(r["status"] == "ok" for r in recs)
-    (report,) = [pydicom.dcmread(f) for f in (tmp_path / "node" / "reports").glob("*.dcm")]
-    (measurements,) = [item for item in report.ContentSequence
-                       if item.ConceptNameCodeSequence[0].CodeValue == "126010"]  # Imaging Measurements
-    frames = [ref.ReferencedFrameNumber for g in measurements.ContentSequence if g.ValueType == "CONTAINER"
-              for i in g.ContentSequence if "ReferencedSOPSequence" in i for ref in i.ReferencedSOPSequence]
+    import highdicom as hd
+
+    (report,) = [hd.sr.srread(f) for f in (tmp_path / "node" / "reports").glob("*.dcm")]
+    groups = report.content.get_planar_roi_measurement_groups()  # each frame's heatmap box on that frame
+    frames = [ref.ReferencedFrameNumber for g in groups for ref in g.roi.ContentSequence[0].ReferencedSOPSequence]
     assert sorted(int(f) for f in frames) == list(range(1, 31))
+    assert [list(g.roi.value[0]) for g in groups] == [r["box"][:2] for r in recs]

@@ -43,6 +43,12 @@ def register(sub, common) -> None:
     p.add_argument("--tls-ca", help="PEM CA bundle: require senders to present a certificate it signed")
     p.add_argument("--workers", type=whole_number(0, 64), default=2,
                    help="processes that decode images, 0 to 64 (default 2; 0: the analysis thread decodes)")
+    p.add_argument("--give-up-after", type=whole_number(1, 100), default=3, metavar="N",
+                   help="an image whose analysis fails N times, restarts included, goes to failed/ with a report "
+                        "saying it could not be analysed (default 3)")
+    p.add_argument("--no-heatmap", dest="heatmap", action="store_false",
+                   help="leave the heatmap's peak and box out of the reports (by default a report marks them on the "
+                        "image, where the model gives a feature map)")
     p.set_defaults(run=run)
 
 
@@ -58,7 +64,8 @@ def run(args) -> int:
     model = load_model(args)
     settings = Settings(out=args.out, port=args.port, ae_title=args.ae_title, bind=args.bind,
                         allow=tuple(args.allow), forward=args.forward, tls_cert=args.tls_cert,
-                        tls_key=args.tls_key, tls_ca=args.tls_ca, workers=args.workers)
+                        tls_key=args.tls_key, tls_ca=args.tls_ca, workers=args.workers,
+                        give_up_after=args.give_up_after, heatmap=args.heatmap)
     node = Node(model, settings)
     log = logging.getLogger("medlite.serve")
     log.info("model %s (%s, SHA-256 %s) on %s; intended use: %s", args.model, node.algorithm["variant"],
