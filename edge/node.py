@@ -74,6 +74,9 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None  # with it, a sender must show a certificate it signed
+    forward_tls_ca: str | None = None  # with it, reports go to the PACS over TLS, its certificate checked
+    forward_tls_cert: str | None = None  # the client certificate shown to the PACS (default: tls_cert)
+    forward_tls_key: str | None = None
     workers: int = 2  # processes that decode images (0: the analysis thread decodes too)
     give_up_after: int = 3  # an image whose analysis fails this many times (across restarts) goes to failed/
     heatmap: bool = True  # where the model can: each report holds the heatmap's peak and box on the image
@@ -119,7 +122,8 @@ class Node:
             "variant": prov.get("variant", "?"), "sha256": model.sha256,
             "provenance": ", ".join(f"{k} {v}" for k, v in sorted(prov.items()) if k not in ("variant",)),
         }
-        self.outbox = Outbox(self.dirs["outbox"], settings.forward, settings.ae_title) if settings.forward else None
+        self.outbox = (Outbox(self.dirs["outbox"], settings.forward, settings.ae_title, self._forward_tls())
+                       if settings.forward else None)
 
     # -- start and stop ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +172,18 @@ class Node:
         if self.s.tls_ca:
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(self.s.tls_ca)
+        return ctx
+
+    def _forward_tls(self) -> ssl.SSLContext | None:
+        """TLS to the PACS: its certificate checked against forward_tls_ca (and its host name), and this node's
+        client certificate shown where it has one."""
+        if not self.s.forward_tls_ca:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.s.forward_tls_ca)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        cert = self.s.forward_tls_cert or self.s.tls_cert
+        if cert:
+            ctx.load_cert_chain(cert, self.s.forward_tls_key or self.s.tls_key)
         return ctx
 
     # -- the association's thread: store durably, acknowledge, hand over ---------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,9 @@ class Outbox:
     """A folder of reports and a thread that delivers them. A report keeps its SOP Instance UID however often it
     is sent, so a PACS that receives one twice (a crash between sending and removing) keeps one copy."""
 
-    def __init__(self, folder: Path, destination: Destination, ae_title: str):
+    def __init__(self, folder: Path, destination: Destination, ae_title: str, tls: ssl.SSLContext | None = None):
         self.folder = folder
+        self.tls = tls
         self.refused = folder.parent / "refused"
         self.destination = destination
         self._ae = AE(ae_title=ae_title)
@@ -130,7 +132,8 @@ class Outbox:
     def _deliver(self, files: list[Path]) -> bool:
         """Send what is waiting over one association; True when every report was delivered."""
         d = self.destination
-        assoc = self._ae.associate(d.host, d.port, ae_title=d.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
+        assoc = self._ae.associate(d.host, d.port, ae_title=d.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
+                                   tls_args=None if self.tls is None else (self.tls, d.host))
         if not assoc.is_established:
             return False
         try:

@@ -430,6 +430,58 @@ def test_tls(int8_model, dicom_dir, tmp_path):
         node.stop()
 
 
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_reports_go_to_a_tls_pacs_that_requires_the_node_s_certificate(int8_model, dicom_dir, tmp_path):
+    """The PACS speaks TLS only and requires a client certificate that it trusts: with --forward-tls-ca and
+    --forward-tls-cert/-key the report is stored there; a node without the certificate keeps it in its outbox."""
+    import ssl
+
+    from pynetdicom import evt
+    from pynetdicom.sop_class import Comprehensive3DSRStorage
+
+    pacs_cert, pacs_key = _certificate(tmp_path, "pacs")
+    node_cert, node_key = _certificate(tmp_path, "node")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pacs_cert, pacs_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(node_cert)
+    stored = []
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(Comprehensive3DSRStorage)
+    pacs_port = free_port()
+    server = ae.start_server(("127.0.0.1", pacs_port), block=False, ssl_context=ctx, evt_handlers=[
+        (evt.EVT_C_STORE, lambda event: stored.append(str(event.request.AffectedSOPInstanceUID)) or 0x0000)])
+    image = dicom_dir / "nih_cxr14_dx_nofinding.dcm"
+    uid = str(pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID)
+    forward = ("--forward", f"localhost:{pacs_port}:PACS", "--forward-tls-ca", str(pacs_cert))
+    try:
+        port = free_port()
+        node = start_node(int8_model, tmp_path / "node", port, *forward, "--forward-tls-cert", str(node_cert),
+                          "--forward-tls-key", str(node_key))
+        try:
+            assert send([image], port) == {uid: 0}
+            wait_for(lambda: len(stored) == 1)
+        finally:
+            node.stop()
+        port = free_port()
+        node = start_node(int8_model, tmp_path / "stranger", port, *forward)
+        try:
+            assert send([image], port) == {uid: 0}
+            wait_for(lambda: "unreachable or busy" in (tmp_path / "stranger.log").read_text())
+        finally:
+            node.stop()
+    finally:
+        server.shutdown()
+    assert len(stored) == 1 and len(list((tmp_path / "stranger" / "outbox").glob("*.dcm"))) == 1
+
+
 def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model, pydicom_file, tmp_path):
     """`serve --frames all`, with a model whose contract has no modality rule (so that the ultrasound cine is
     analysed): the 30-frame JPEG cine gets 30 records in results.jsonl and one report with 30 measurement groups,

@@ -41,6 +41,11 @@ def register(sub, common) -> None:
     p.add_argument("--tls-cert", help="PEM certificate: serve DICOM over TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--tls-ca", help="PEM CA bundle: require senders to present a certificate it signed")
+    p.add_argument("--forward-tls-ca", metavar="PEM",
+                   help="send reports to the PACS over TLS, its certificate checked against this CA bundle")
+    p.add_argument("--forward-tls-cert", metavar="PEM",
+                   help="client certificate shown to the PACS (with --forward-tls-key; default: --tls-cert)")
+    p.add_argument("--forward-tls-key", metavar="PEM", help="private key of --forward-tls-cert")
     p.add_argument("--workers", type=whole_number(0, 64), default=2,
                    help="processes that decode images, 0 to 64 (default 2; 0: the analysis thread decodes)")
     p.add_argument("--give-up-after", type=whole_number(1, 100), default=3, metavar="N",
@@ -58,6 +63,14 @@ def run(args) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    if bool(args.forward_tls_cert) != bool(args.forward_tls_key):
+        raise UsageError("--forward-tls-cert and --forward-tls-key go together")
+    if (args.forward_tls_ca or args.forward_tls_cert) and not args.forward:
+        raise UsageError("--forward-tls-ca and --forward-tls-cert are for --forward")
+    for flag in ("tls_cert", "tls_key", "tls_ca", "forward_tls_ca", "forward_tls_cert", "forward_tls_key"):
+        path = getattr(args, flag)
+        if path and not Path(path).is_file():
+            raise UsageError(f"--{flag.replace('_', '-')}: no such file {path}")
     if not 0 < len(args.ae_title) <= 16:
         raise UsageError("--ae-title must be 1 to 16 characters")
     _log_to_stderr(args)
@@ -65,7 +78,8 @@ def run(args) -> int:
     settings = Settings(out=args.out, port=args.port, ae_title=args.ae_title, bind=args.bind,
                         allow=tuple(args.allow), forward=args.forward, tls_cert=args.tls_cert,
                         tls_key=args.tls_key, tls_ca=args.tls_ca, workers=args.workers,
-                        give_up_after=args.give_up_after, heatmap=args.heatmap)
+                        give_up_after=args.give_up_after, heatmap=args.heatmap, forward_tls_ca=args.forward_tls_ca,
+                        forward_tls_cert=args.forward_tls_cert, forward_tls_key=args.forward_tls_key)
     node = Node(model, settings)
     log = logging.getLogger("medlite.serve")
     log.info("model %s (%s, SHA-256 %s) on %s; intended use: %s", args.model, node.algorithm["variant"],
