@@ -84,7 +84,8 @@ def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.
         evidence=[_evidence(source)], content=content[0],
         series_instance_uid=generate_uid(entropy_srcs=["medlite series", source.StudyInstanceUID, sha]),
         series_number=9901, sop_instance_uid=report_uid(source.SOPInstanceUID, sha), instance_number=1,
-        manufacturer="medlite", is_complete=True, is_verified=False)
+        manufacturer="medlite", is_complete=True, is_verified=False,
+        series_description=f"medlite {algorithm['name']} {algorithm['variant']}"[:64])
 
 
 def _group(source: pydicom.Dataset, record: dict, ident, sha: str):

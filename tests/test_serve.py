@@ -1,6 +1,7 @@
 """`medlite serve` with real DICOM peers on localhost: pynetdicom's storescp as the PACS, an SCU built with
 pynetdicom as the cart's modality, and the node itself as a separate process that can be killed."""
 
+import io
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pydicom
@@ -196,6 +198,7 @@ def test_images_in_reports_out_at_the_pacs(int8_model, sources, tmp_path):
         items = texts_and_codes(report)
         assert f"model SHA-256 {sha}" in items
         assert report.VerificationFlag == "UNVERIFIED" and report.CompletionFlag == "COMPLETE"
+        assert report.SeriesDescription.startswith("medlite ") and report.SeriesDescription.endswith(" int8")
         assert report.StudyInstanceUID == src.StudyInstanceUID and report.PatientID == src.get("PatientID", "")
         assert report.SOPInstanceUID == sr.report_uid(src.SOPInstanceUID, sha)
         if src.Modality == "US":
@@ -515,3 +518,101 @@ def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model
     frames = [ref.ReferencedFrameNumber for g in groups for ref in g.roi.ContentSequence[0].ReferencedSOPSequence]
     assert sorted(int(f) for f in frames) == list(range(1, 31))
     assert [list(g.roi.value[0]) for g in groups] == [r["box"][:2] for r in recs]
+
+
+# -- real peers: DCMTK's storescu as the modality, Orthanc as the PACS, dciodvfy as the validator -------------
+# Each test skips with a one-line reason where its program is missing; .ci/run installs them (Debian: orthanc,
+# dcmtk, dicom3tools).
+
+def _needs(program: str, package: str):
+    return pytest.mark.skipif(shutil.which(program) is None,
+                              reason=f"{program} is not installed (Debian package {package}; .ci/run installs it)")
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = r.read()
+    return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """Orthanc on free ports with a temporary configuration and storage; its REST API's address."""
+    if shutil.which("Orthanc") is None:
+        pytest.skip("Orthanc is not installed (Debian package orthanc; .ci/run installs it)")
+    http, dicom = free_port(), free_port()
+    config = tmp_path / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "medlite-test", "StorageDirectory": str(tmp_path / "orthanc-db"),
+        "IndexDirectory": str(tmp_path / "orthanc-db"), "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": []}))
+    peer = Peer(["Orthanc", str(config)], tmp_path / "orthanc.log")
+    api = f"http://127.0.0.1:{http}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            _get(f"{api}/system")
+            break
+        except OSError:
+            if time.time() > deadline or peer.proc.poll() is not None:
+                raise AssertionError("Orthanc did not start: " + (tmp_path / "orthanc.log").read_text()[-2000:])
+            time.sleep(0.3)
+    yield api, dicom
+    peer.stop()
+
+
+def _stored(api: str) -> list[bytes]:
+    """Every instance Orthanc holds, as the DICOM files its REST API gives back."""
+    return [_get(f"{api}/instances/{i}/file") for i in _get(f"{api}/instances")]
+
+
+@_needs("storescu", "dcmtk")
+@_needs("dciodvfy", "dicom3tools")
+def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, int8_model, dicom_dir, tmp_path):
+    """storescu sends two chest films and an ultrasound image to `medlite serve`, which forwards to Orthanc. At
+    Orthanc, each image's study holds one report (read back with highdicom) whose values are results.jsonl's:
+    for an analysed film, the decision and a planar ROI on that image (the heatmap's box and peak); for the
+    ultrasound, "not analysed". dciodvfy finds no error in any report medlite wrote."""
+    import highdicom as hd
+
+    from medlite.edge import sr
+
+    api, pacs_port = orthanc
+    images = [dicom_dir / "nih_cxr14_dx_nofinding.dcm", dicom_dir / "RG1_J2KI.dcm", dicom_dir / "US1_UNCR.dcm"]
+    port = free_port()
+    node = start_node(int8_model, tmp_path / "node", port, "--forward", f"127.0.0.1:{pacs_port}:ORTHANC")
+    try:
+        sent = subprocess.run(["storescu", "-xw", "-aet", "MODALITY", "-aec", "MEDLITE", "127.0.0.1", str(port),
+                               *map(str, images)], capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: len(_get(f"{api}/instances")) == len(images))
+    finally:
+        node.stop()
+    records = {r["sop_instance_uid"]: r for r in
+               map(json.loads, (tmp_path / "node" / "results.jsonl").read_text().splitlines())}
+    reports = [hd.sr.srread(io.BytesIO(b)) for b in _stored(api)]
+    stored = {str(r.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+                  .ReferencedSOPInstanceUID): r for r in reports}
+    analysed = 0
+    for image in images:
+        src = pydicom.dcmread(image, stop_before_pixels=True)
+        uid = str(src.SOPInstanceUID)
+        report = stored[uid]
+        assert report.StudyInstanceUID == src.StudyInstanceUID and report.Modality == "SR"
+        record = records[uid]
+        rois = report.content.get_planar_roi_measurement_groups()
+        if record["status"] != "ok":
+            assert src.Modality == "US" and record["status"] == "rejected" and not rois
+            continue
+        analysed += 1
+        (group,) = rois
+        x0, y0, x1, y1 = record["box"]
+        assert group.roi.value.tolist() == [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        assert group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+        decision = [e for e in group.get_qualitative_evaluations() if e.name.value == sr.DECISION.value]
+        assert decision[0].value.meaning == record["label"]
+    assert analysed == 2
+    for report in (tmp_path / "node" / "reports").glob("*.dcm"):
+        check = subprocess.run(["dciodvfy", str(report)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, f"{report.name}: {errors}"
