@@ -35,9 +35,10 @@ from pynetdicom import AE, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.presentation import build_context
 
-from . import durable, sr
+from . import capture, durable, sr
 from .batch import job_of, records
 from .engine import Decoded, Engine
+from .heatmap import overlay
 from .outbox import Destination, Outbox, nodelay
 from .runtime import Model
 
@@ -51,6 +52,7 @@ STORAGE = (
     sc.DigitalMammographyXRayImageStorageForPresentation, sc.XRayRadiofluoroscopicImageStorage,
 )
 # Uncompressed, and every compressed syntax that a cart sends and medlite's decoders read.
+PICTURE_SIDE = 512  # the heatmap's picture in the study: the image at most this many pixels on its longer side
 TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",  # implicit, explicit little, big endian
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",  # JPEG baseline, extended
@@ -115,7 +117,8 @@ class Node:
         self._halt = threading.Event()
         self._worker = threading.Thread(target=self._analyse_loop, name="medlite-analyse", daemon=True)
         self._server = None
-        self._job = job_of(model)
+        self._pictures = settings.heatmap and model.has_heatmap  # the heatmap on the image, in the report
+        self._job = job_of(model, PICTURE_SIDE if self._pictures else 0)
         prov = model.contract.provenance
         self.algorithm = {
             "name": f"{prov.get('family', 'model')} {prov.get('training_data', '')}".strip(),
@@ -237,15 +240,21 @@ class Node:
     def _analyse(self, path: Path, decoded: Decoded) -> None:
         """Infer, report and let go of one decoded image. Its failure never stops the node: the image stays in
         incoming/ for the next start, until it has failed ``give_up_after`` times."""
+        pictures = []  # (frame, the overlay) of each analysed frame, where the model makes heatmaps
+
+        def draw(rec, prediction, frame):
+            pictures.append((rec.get("frame"), overlay(frame.pixels, prediction.heatmap)))
+
         try:
-            # One per frame under the frame policy 'all'.
-            recs = list(records(self.model, decoded, heatmap=self.s.heatmap and self.model.has_heatmap))
-            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"])
+            # One record per frame under the frame policy 'all'.
+            recs = list(records(self.model, decoded, draw if self._pictures else None))
+            captures = _write_captures(decoded.header, pictures, self.algorithm, self.dirs["reports"])
+            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"], captures)
         except Exception as e:
             self._analysis_failed(path, decoded, type(e).__name__)
             return
         path.with_suffix(".failures").unlink(missing_ok=True)
-        self._finish(path, recs, report)
+        self._finish(path, recs, report, captures)
 
     def _analysis_failed(self, path: Path, decoded: Decoded, error: str) -> None:
         """Count a failed analysis (durably, so restarts count too); the last one allowed sets the image aside
@@ -273,7 +282,7 @@ class Node:
         log.error("analysing %s failed %d times (%s); moved to failed/, %s", uid, tries, error,
                   f"report {report} says it could not be analysed" if report else "and no report could be written")
 
-    def _finish(self, path: Path, recs: list[dict], report_uid: str | None) -> None:
+    def _finish(self, path: Path, recs: list[dict], report_uid: str | None, captures=()) -> None:
         uid = path.stem
         if report_uid is None:
             shutil.move(path, self.dirs["failed"] / path.name)
@@ -283,8 +292,15 @@ class Node:
             log.error("%s could not be read at all; moved to failed/, no report", uid)
             return
         if self.outbox:
+            for capture in captures:  # the heatmaps first: the report that references them arrives after
+                self.outbox.add(self.dirs["reports"] / f"{capture.SOPInstanceUID}.dcm")
             self.outbox.add(self.dirs["reports"] / f"{report_uid}.dcm")
-        self._append([{"sop_instance_uid": uid, **{k: v for k, v in r.items() if k != "file"}, "report": report_uid}
+        # Each record names its frame's heatmap image, where one was made.
+        heatmap_of = {c.SourceImageSequence[0].get("ReferencedFrameNumber", 0) - 1: str(c.SOPInstanceUID)
+                      for c in captures}
+        self._append([{"sop_instance_uid": uid, **{k: v for k, v in r.items() if k != "file"}, "report": report_uid,
+                       **({"heatmap_image": heatmap_of[r.get("frame", -1)]} if r.get("frame", -1) in heatmap_of
+                          else {})}
                       for r in recs])
         path.unlink()
         durable.sync_folder(self.dirs["incoming"])
@@ -301,16 +317,31 @@ class Node:
             os.fsync(f.fileno())
 
 
-def _write_report(header, recs: list[dict], algorithm: dict, reports: Path) -> str | None:
-    """Build the image's report from its header (as the decode read it) and write it durably to ``reports``;
-    its SOP Instance UID, or None when the image has no readable header to take the patient and study from."""
+def _write_report(header, recs: list[dict], algorithm: dict, reports: Path, captures=()) -> str | None:
+    """Build the image's report from its header (as the decode read it), referencing its heatmap ``captures``,
+    and write it durably to ``reports``; its SOP Instance UID, or None when the image has no readable header to
+    take the patient and study from."""
     if header is None or not all(k in header for k in ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")):
         return None
-    report = sr.build(header, recs, algorithm)
-    buf = io.BytesIO()
-    report.save_as(buf, enforce_file_format=True)
-    durable.write(reports, f"{report.SOPInstanceUID}.dcm", buf.getvalue())
+    report = sr.build(header, recs, algorithm, captures)
+    _save(report, reports)
     return str(report.SOPInstanceUID)
+
+
+def _write_captures(header, pictures: list, algorithm: dict, reports: Path) -> list:
+    """Each frame's heatmap over the image as a Secondary Capture in the image's study, written to ``reports``."""
+    if header is None or not pictures or "StudyInstanceUID" not in header:
+        return []
+    captures = [capture.build(header, picture, algorithm, frame) for frame, picture in pictures]
+    for c in captures:
+        _save(c, reports)
+    return captures
+
+
+def _save(ds, folder: Path) -> None:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    durable.write(folder, f"{ds.SOPInstanceUID}.dcm", buf.getvalue())
 
 
 def _calling(event) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Comprehensive3DSRStorage
+from pynetdicom.sop_class import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
 from . import durable
@@ -74,6 +74,7 @@ class Outbox:
         self.destination = destination
         self._ae = AE(ae_title=ae_title)
         self._ae.add_requested_context(Comprehensive3DSRStorage)
+        self._ae.add_requested_context(SecondaryCaptureImageStorage)  # the heatmap over the image
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="medlite-outbox", daemon=True)

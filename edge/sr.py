@@ -55,17 +55,18 @@ def report_uid(source_uid: str, model_sha256: str) -> str:
     return generate_uid(entropy_srcs=["medlite structured report", source_uid, model_sha256])
 
 
-def build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.sr.Comprehensive3DSR:
+def build(source: pydicom.Dataset, records: list[dict], algorithm: dict, captures=()) -> hd.sr.Comprehensive3DSR:
     """The report for ``source`` (its header is enough) from its medlite records (``ok``, ``rejected`` or
     ``error``; one per frame of a cine under the frame policy 'all', one measurement group each) and the
-    algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``)."""
+    algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``); ``captures``, the heatmap images
+    made of it (edge/capture.py), are listed in its evidence."""
     # highdicom's warnings about a name's format quote the name: never on a console or in a log.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _build(source, records, algorithm)
+        return _build(source, records, algorithm, captures)
 
 
-def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.sr.Comprehensive3DSR:
+def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict, captures) -> hd.sr.Comprehensive3DSR:
     sha = algorithm["sha256"]
     ident = hd.sr.AlgorithmIdentification(
         name=f"medlite {algorithm['name']}", version=__version__,
@@ -81,7 +82,7 @@ def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict) -> hd.
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=IMAGING_PROCEDURE, imaging_measurements=groups, title=MEASUREMENT_REPORT)
     return hd.sr.Comprehensive3DSR(
-        evidence=[_evidence(source)], content=content[0],
+        evidence=[_evidence(source), *(_evidence(c) for c in captures)], content=content[0],
         series_instance_uid=generate_uid(entropy_srcs=["medlite series", source.StudyInstanceUID, sha]),
         series_number=9901, sop_instance_uid=report_uid(source.SOPInstanceUID, sha), instance_number=1,
         manufacturer="medlite", is_complete=True, is_verified=False,

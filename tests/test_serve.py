@@ -125,6 +125,18 @@ def reports_at(folder: Path) -> dict[str, pydicom.Dataset]:
     return out
 
 
+def objects_at(folder: Path, modality: str) -> list[Path]:
+    """The DICOM files of one modality in a folder: SR (the reports) or OT (the heatmaps over the images)."""
+    out = []
+    for f in folder.glob("*"):
+        try:
+            if pydicom.dcmread(f, stop_before_pixels=True).Modality == modality:
+                out.append(f)
+        except Exception:  # still being written: the next look sees it whole
+            continue
+    return out
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux's /proc)."""
     found = []
@@ -231,15 +243,27 @@ def test_a_report_marks_the_finding_on_the_image_for_a_viewer(int8_model, dicom_
         node = start_node(int8_model, out, port, *(() if heatmap else ("--no-heatmap",)))
         try:
             assert send([image], port) == {uid: 0}
-            wait_for(lambda: list((out / "reports").glob("*.dcm")))
+            wait_for(lambda: objects_at(out / "reports", "SR"))
         finally:
             node.stop()
-        (report,) = [hd.sr.srread(f) for f in (out / "reports").glob("*.dcm")]
+        (report,) = [hd.sr.srread(f) for f in objects_at(out / "reports", "SR")]
         (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
         rois = report.content.get_planar_roi_measurement_groups()
+        pictures = objects_at(out / "reports", "OT")
         if not heatmap:
             assert not rois and "box" not in record and len(report.content.get_image_measurement_groups()) == 1
+            assert not pictures and "heatmap_image" not in record
             continue
+        # The heatmap over the image, a Secondary Capture in the image's study, named by the record and listed
+        # in the report's evidence.
+        (picture,) = [pydicom.dcmread(f) for f in pictures]
+        src = pydicom.dcmread(image, stop_before_pixels=True)
+        assert str(picture.SOPInstanceUID) == record["heatmap_image"] and picture.StudyInstanceUID == src.StudyInstanceUID
+        assert picture.SourceImageSequence[0].ReferencedSOPInstanceUID == uid and picture.SamplesPerPixel == 3
+        assert picture.SeriesDescription.startswith("medlite heatmap") and max(picture.Rows, picture.Columns) <= 512
+        evidence = {str(ref.ReferencedSOPInstanceUID) for e in report.CurrentRequestedProcedureEvidenceSequence
+                    for series in e.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+        assert evidence == {uid, record["heatmap_image"]}
         (group,) = rois
         x0, y0, x1, y1 = record["box"]
         assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
@@ -279,7 +303,10 @@ def test_pacs_down_node_killed_nothing_acknowledged_is_lost(int8_model, dicom_di
     finally:
         node.stop()
         pacs.stop()
-    assert len(list((tmp_path / "pacs").glob("*"))) == 20  # one report per image, stored under its own UID
+    assert len(objects_at(tmp_path / "pacs", "SR")) == 20  # one report per image, stored under its own UID
+    analysed = len({r["sop_instance_uid"] for r in map(json.loads, (tmp_path / "node" / "results.jsonl").read_text()
+                                                       .splitlines()) if r["status"] == "ok"})
+    assert len(objects_at(tmp_path / "pacs", "OT")) == analysed  # and one heatmap per analysed image
     assert "recovering" in (tmp_path / "node.log").read_text() and len(left) + len(waiting) > 0
 
 
@@ -315,7 +342,8 @@ def test_a_report_refused_for_good_is_set_aside_and_the_rest_still_reach_the_pac
     pacs_port, node_port = free_port(), free_port()
     pacs = RefusingPacs(pacs_port)
     images = copies([dicom_dir / "nih_cxr14_dx_nofinding.dcm"], 5, tmp_path / "in")
-    node = start_node(int8_model, tmp_path / "node", node_port, "--forward", f"127.0.0.1:{pacs_port}:PACS")
+    node = start_node(int8_model, tmp_path / "node", node_port, "--forward", f"127.0.0.1:{pacs_port}:PACS",
+                      "--no-heatmap")  # reports only: this PACS takes no images
     try:
         assert set(send(images, node_port).values()) == {0}
         wait_for(lambda: len(pacs.stored) == 4)
@@ -345,12 +373,12 @@ def test_an_unreadable_image_gets_a_report_and_the_node_keeps_serving(int8_model
     try:
         assert send([bad, dicom_dir / "nih_cxr14_dx_nofinding.dcm"], port) == {
             str(ds.SOPInstanceUID): 0, str(pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm").SOPInstanceUID): 0}
-        wait_for(lambda: len(list((tmp_path / "node" / "reports").glob("*.dcm"))) == 2)
+        wait_for(lambda: len(objects_at(tmp_path / "node" / "reports", "SR")) == 2)
     finally:
         node.stop()
     reports = {str(r.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
                    .ReferencedSOPSequence[0].ReferencedSOPInstanceUID): texts_and_codes(r)
-               for r in map(pydicom.dcmread, (tmp_path / "node" / "reports").glob("*.dcm"))}
+               for r in map(pydicom.dcmread, objects_at(tmp_path / "node" / "reports", "SR"))}
     assert sr.UNREADABLE.meaning in reports[str(ds.SOPInstanceUID)]
     assert any("truncated" in t or "could not" in t for t in reports[str(ds.SOPInstanceUID)])
     assert sum(sr.ANALYSED.meaning in items for items in reports.values()) == 1
@@ -463,7 +491,7 @@ def test_reports_go_to_a_tls_pacs_that_requires_the_node_s_certificate(int8_mode
         (evt.EVT_C_STORE, lambda event: stored.append(str(event.request.AffectedSOPInstanceUID)) or 0x0000)])
     image = dicom_dir / "nih_cxr14_dx_nofinding.dcm"
     uid = str(pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID)
-    forward = ("--forward", f"localhost:{pacs_port}:PACS", "--forward-tls-ca", str(pacs_cert))
+    forward = ("--forward", f"localhost:{pacs_port}:PACS", "--forward-tls-ca", str(pacs_cert), "--no-heatmap")
     try:
         port = free_port()
         node = start_node(int8_model, tmp_path / "node", port, *forward, "--forward-tls-cert", str(node_cert),
@@ -513,7 +541,7 @@ def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model
     assert [r["frame"] for r in recs] == list(range(30)) and all(r["status"] == "ok" for r in recs)
     import highdicom as hd
 
-    (report,) = [hd.sr.srread(f) for f in (tmp_path / "node" / "reports").glob("*.dcm")]
+    (report,) = [hd.sr.srread(f) for f in objects_at(tmp_path / "node" / "reports", "SR")]
     groups = report.content.get_planar_roi_measurement_groups()  # each frame's heatmap box on that frame
     frames = [ref.ReferencedFrameNumber for g in groups for ref in g.roi.ContentSequence[0].ReferencedSOPSequence]
     assert sorted(int(f) for f in frames) == list(range(1, 31))
@@ -585,12 +613,15 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         sent = subprocess.run(["storescu", "-xw", "-aet", "MODALITY", "-aec", "MEDLITE", "127.0.0.1", str(port),
                                *map(str, images)], capture_output=True, text=True, timeout=120)
         assert sent.returncode == 0, sent.stderr
-        wait_for(lambda: len(_get(f"{api}/instances")) == len(images))
+        # Three reports and the two chest films' heatmaps (the ultrasound image is outside the intended use).
+        wait_for(lambda: len(_get(f"{api}/instances")) == len(images) + 2)
     finally:
         node.stop()
     records = {r["sop_instance_uid"]: r for r in
                map(json.loads, (tmp_path / "node" / "results.jsonl").read_text().splitlines())}
-    reports = [hd.sr.srread(io.BytesIO(b)) for b in _stored(api)]
+    at_pacs = [pydicom.dcmread(io.BytesIO(b)) for b in _stored(api)]
+    reports = [hd.sr.srread(io.BytesIO(b)) for b in _stored(api) if pydicom.dcmread(io.BytesIO(b)).Modality == "SR"]
+    pictures = {str(p.SOPInstanceUID): p for p in at_pacs if p.Modality == "OT"}
     stored = {str(r.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
                   .ReferencedSOPInstanceUID): r for r in reports}
     analysed = 0
@@ -611,8 +642,11 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         assert group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
         decision = [e for e in group.get_qualitative_evaluations() if e.name.value == sr.DECISION.value]
         assert decision[0].value.meaning == record["label"]
+        picture = pictures[record["heatmap_image"]]  # the heatmap, in the image's study at the PACS
+        assert picture.StudyInstanceUID == src.StudyInstanceUID
+        assert picture.SourceImageSequence[0].ReferencedSOPInstanceUID == uid
     assert analysed == 2
-    for report in (tmp_path / "node" / "reports").glob("*.dcm"):
+    for report in (tmp_path / "node" / "reports").glob("*.dcm"):  # every object medlite wrote
         check = subprocess.run(["dciodvfy", str(report)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{report.name}: {errors}"
