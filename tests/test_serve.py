@@ -513,6 +513,38 @@ def test_reports_go_to_a_tls_pacs_that_requires_the_node_s_certificate(int8_mode
     assert len(stored) == 1 and len(list((tmp_path / "stranger" / "outbox").glob("*.dcm"))) == 1
 
 
+def test_with_tls_ca_a_sender_needs_a_certificate_the_node_trusts(int8_model, tmp_path):
+    """--tls-ca: a sender with the trusted certificate is let in; one with no certificate, or a foreign one, is
+    not."""
+    import ssl
+
+    node_cert, node_key = _certificate(tmp_path, "node")
+    trusted_cert, trusted_key = _certificate(tmp_path, "modality")
+    foreign_cert, foreign_key = _certificate(tmp_path, "foreign")
+    port = free_port()
+    node = start_node(int8_model, tmp_path / "node", port, "--tls-cert", str(node_cert), "--tls-key", str(node_key),
+                      "--tls-ca", str(trusted_cert), wait=False)
+
+    def echo(cert=None, key=None) -> bool:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(node_cert))
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="MEDLITE", tls_args=(ctx, "localhost"))
+        if not assoc.is_established:
+            return False
+        ok = assoc.send_c_echo().Status == 0
+        assoc.release()
+        return ok
+
+    try:
+        wait_for(lambda: echo(trusted_cert, trusted_key), timeout=60)
+        assert not echo() and not echo(foreign_cert, foreign_key)
+    finally:
+        node.stop()
+
+
 def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model, pydicom_file, tmp_path):
     """`serve --frames all`, with a model whose contract has no modality rule (so that the ultrasound cine is
     analysed): the 30-frame JPEG cine gets 30 records in results.jsonl and one report with 30 measurement groups,
