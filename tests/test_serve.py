@@ -647,6 +647,15 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         assert sent.returncode == 0, sent.stderr
         # Three reports and the two chest films' heatmaps (the ultrasound image is outside the intended use).
         wait_for(lambda: len(_get(f"{api}/instances")) == len(images) + 2)
+        # The same image sent again (a modality's retry): analysed again, and the same report and picture (their
+        # UIDs derive from the image and the model), so the PACS still holds one of each.
+        again = subprocess.run(["storescu", "-aec", "MEDLITE", "127.0.0.1", str(port), str(images[0])],
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        results = tmp_path / "node" / "results.jsonl"
+        wait_for(lambda: len(results.read_text().splitlines()) == len(images) + 1
+                 and not list((tmp_path / "node" / "outbox").glob("*.dcm")))
+        assert len(_get(f"{api}/instances")) == len(images) + 2
     finally:
         node.stop()
     records = {r["sop_instance_uid"]: r for r in
