@@ -545,6 +545,31 @@ def test_with_tls_ca_a_sender_needs_a_certificate_the_node_trusts(int8_model, tm
         node.stop()
 
 
+def test_a_seventeenth_association_at_once_is_refused_for_now_and_the_node_goes_on(int8_model, tmp_path):
+    """The node holds 16 associations at once; the 17th is rejected (transient: the local limit), and once the
+    others are released a new one is let in."""
+    port = free_port()
+    node = start_node(int8_model, tmp_path / "node", port)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    held = []
+    try:
+        held = [ae.associate("127.0.0.1", port, ae_title="MEDLITE") for _ in range(16)]
+        assert all(a.is_established for a in held)
+        extra = ae.associate("127.0.0.1", port, ae_title="MEDLITE")
+        assert extra.is_rejected and not extra.is_established
+        for a in held:
+            a.release()
+        held = []
+        late = ae.associate("127.0.0.1", port, ae_title="MEDLITE")
+        assert late.is_established and late.send_c_echo().Status == 0
+        late.release()
+    finally:
+        for a in held:
+            a.release()
+        node.stop()
+
+
 def test_under_the_frame_policy_all_every_frame_of_a_cine_is_reported(int8_model, pydicom_file, tmp_path):
     """`serve --frames all`, with a model whose contract has no modality rule (so that the ultrasound cine is
     analysed): the 30-frame JPEG cine gets 30 records in results.jsonl and one report with 30 measurement groups,
