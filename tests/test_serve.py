@@ -415,6 +415,27 @@ def test_an_image_whose_analysis_keeps_failing_is_set_aside_after_n_tries(int8_m
     assert "failed 2 times (ValueError); moved to failed/" in (tmp_path / "node.log").read_text()
 
 
+def test_an_image_with_an_invalid_uid_is_refused_and_the_next_is_analysed(int8_model, dicom_dir, tmp_path):
+    """A SOP Instance UID that is not a UID (letters; it would also name the file in incoming/) is refused with
+    0xA900 and leaves nothing behind; the image after it is stored and reported as usual."""
+    port = free_port()
+    ds = pydicom.dcmread(dicom_dir / "nih_cxr14_dx_nofinding.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.840.abc"
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad)
+    good = copies([dicom_dir / "nih_cxr14_dx_nofinding.dcm"], 1, tmp_path / "in")
+    node = start_node(int8_model, tmp_path / "node", port)
+    try:
+        statuses = send([bad, *good], port)
+        assert statuses["1.2.840.abc"] == 0xA900 and statuses[str(pydicom.dcmread(good[0]).SOPInstanceUID)] == 0
+        wait_for(lambda: objects_at(tmp_path / "node" / "reports", "SR"))
+    finally:
+        node.stop()
+    assert not list((tmp_path / "node" / "incoming").iterdir())
+    assert len((tmp_path / "node" / "results.jsonl").read_text().splitlines()) == 1
+    assert "refused: the SOP Instance UID is not a valid UID" in (tmp_path / "node.log").read_text()
+
+
 def test_an_unknown_calling_ae_is_refused(int8_model, dicom_dir, tmp_path):
     port = free_port()
     node = start_node(int8_model, tmp_path / "node", port, "--allow", "CART1")
