@@ -641,28 +641,34 @@ def _get(url: str):
     return json.loads(body) if r.headers.get_content_type() == "application/json" else body
 
 
-@pytest.fixture
-def orthanc(tmp_path):
-    """Orthanc on free ports with a temporary configuration and storage; its REST API's address."""
-    if shutil.which("Orthanc") is None:
-        pytest.skip("Orthanc is not installed (Debian package orthanc; .ci/run installs it)")
-    http, dicom = free_port(), free_port()
-    config = tmp_path / "orthanc.json"
+def start_orthanc(folder: Path, http: int, dicom: int) -> tuple[Peer, str]:
+    """Orthanc on the given ports with a temporary configuration and storage in ``folder``: the process and its
+    REST API's address, once it answers."""
+    config = folder / "orthanc.json"
     config.write_text(json.dumps({
-        "Name": "medlite-test", "StorageDirectory": str(tmp_path / "orthanc-db"),
-        "IndexDirectory": str(tmp_path / "orthanc-db"), "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC",
+        "Name": "medlite-test", "StorageDirectory": str(folder / "orthanc-db"),
+        "IndexDirectory": str(folder / "orthanc-db"), "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC",
         "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": []}))
-    peer = Peer(["Orthanc", str(config)], tmp_path / "orthanc.log")
+    peer = Peer(["Orthanc", str(config)], folder / "orthanc.log")
     api = f"http://127.0.0.1:{http}"
     deadline = time.time() + 60
     while True:
         try:
             _get(f"{api}/system")
-            break
+            return peer, api
         except OSError:
             if time.time() > deadline or peer.proc.poll() is not None:
-                raise AssertionError("Orthanc did not start: " + (tmp_path / "orthanc.log").read_text()[-2000:])
+                raise AssertionError("Orthanc did not start: " + (folder / "orthanc.log").read_text()[-2000:])
             time.sleep(0.3)
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """Orthanc on free ports: its REST API's address and its DICOM port."""
+    if shutil.which("Orthanc") is None:
+        pytest.skip("Orthanc is not installed (Debian package orthanc; .ci/run installs it)")
+    dicom = free_port()
+    peer, api = start_orthanc(tmp_path, free_port(), dicom)
     yield api, dicom
     peer.stop()
 
@@ -737,3 +743,36 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         check = subprocess.run(["dciodvfy", str(report)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{report.name}: {errors}"
+
+
+@_needs("Orthanc", "orthanc")
+def test_orthanc_down_node_killed_every_acknowledged_image_reaches_it(int8_model, dicom_dir, tmp_path):
+    """The earlier bar with Orthanc as the PACS: it is down while 12 images are sent and the node is killed
+    with SIGKILL mid-work; both start again, and every acknowledged image has exactly one report in its study
+    at Orthanc (and each analysed one its heatmap picture)."""
+    http, pacs_port, node_port = free_port(), free_port(), free_port()
+    images = copies([dicom_dir / "RG1_J2KI.dcm", dicom_dir / "nih_cxr14_dx_nofinding.dcm"], 12, tmp_path / "in")
+    args = ("--forward", f"127.0.0.1:{pacs_port}:ORTHANC")
+    node = start_node(int8_model, tmp_path / "node", node_port, *args)
+    acknowledged = {uid for uid, status in send(images, node_port).items() if status == 0}
+    assert len(acknowledged) == 12
+    node.stop(signal.SIGKILL)
+    assert list((tmp_path / "node" / "incoming").glob("*.dcm")) or \
+        list((tmp_path / "node" / "outbox").glob("*.dcm")), "nothing was left to deliver; the test proves nothing"
+    pacs, api = start_orthanc(tmp_path, http, pacs_port)
+    node = start_node(int8_model, tmp_path / "node", node_port, *args)
+    try:
+        wait_for(lambda: not list((tmp_path / "node" / "incoming").glob("*.dcm"))
+                 and not list((tmp_path / "node" / "outbox").glob("*.dcm")), timeout=180)
+        at_pacs = [pydicom.dcmread(io.BytesIO(b), stop_before_pixels=True) for b in _stored(api)]
+    finally:
+        node.stop()
+        pacs.stop()
+    reports = [d for d in at_pacs if d.Modality == "SR"]
+    referenced = [str(r.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+                      .ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for r in reports]
+    assert sorted(referenced) == sorted(acknowledged)  # one report per acknowledged image, none twice
+    analysed = {r["sop_instance_uid"] for r in map(json.loads, (tmp_path / "node" / "results.jsonl").read_text()
+                                                    .splitlines()) if r["status"] == "ok"}
+    assert sorted(str(d.SourceImageSequence[0].ReferencedSOPInstanceUID) for d in at_pacs
+                  if d.Modality == "OT") == sorted(analysed)
