@@ -16,6 +16,8 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
+from .dicom import derived_header
+
 SERIES_NUMBER = 9902
 
 
@@ -32,7 +34,7 @@ def build(source: pydicom.Dataset, picture_bgr: np.ndarray, algorithm: dict, fra
     with warnings.catch_warnings():  # highdicom's warnings about a name's format quote the name
         warnings.simplefilter("ignore")
         image = hd.sc.SCImage.from_ref_dataset(
-            ref_dataset=_study(source), pixel_array=np.ascontiguousarray(picture_bgr[..., ::-1]),
+            ref_dataset=derived_header(source), pixel_array=np.ascontiguousarray(picture_bgr[..., ::-1]),
             photometric_interpretation=hd.PhotometricInterpretationValues.RGB, bits_allocated=8,
             coordinate_system=hd.CoordinateSystemNames.PATIENT, patient_orientation=("L", "F"),
             series_instance_uid=generate_uid(entropy_srcs=["medlite heatmap series", source.StudyInstanceUID, sha]),
@@ -59,15 +61,3 @@ def _code(value: str, scheme: str, meaning: str) -> pydicom.Dataset:
     code = pydicom.Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
     return code
-
-
-def _study(source: pydicom.Dataset) -> pydicom.Dataset:
-    """The header with what from_ref_dataset needs present: type 2 attributes a modality left out, empty."""
-    ds = pydicom.Dataset()
-    for element in source:
-        ds.add(element)
-    for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-              "ReferringPhysicianName", "StudyID", "AccessionNumber"):
-        if k not in ds:
-            setattr(ds, k, "")
-    return ds

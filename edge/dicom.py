@@ -202,6 +202,25 @@ def report_header(ds: pydicom.Dataset) -> pydicom.Dataset | None:
     return out
 
 
+# The type 2 attributes of the Patient and General Study modules: present, possibly empty, as DICOM requires (a
+# modality may have left some out).
+TYPE2 = frozenset(PATIENT_STUDY) - {"StudyInstanceUID"}
+
+
+def derived_header(source: pydicom.Dataset) -> pydicom.Dataset:
+    """What an object medlite makes of an image (its report, its heatmap picture) takes from the image's header:
+    patient, study and the image's identity, with the type 2 attributes a modality left out present and empty.
+    highdicom copies the whole dataset it is given, and a modality's header with its private elements made that
+    most of a report's cost."""
+    ds = pydicom.Dataset()
+    for k in PATIENT_STUDY + IDENTITY:
+        if k in source:
+            setattr(ds, k, source[k].value)
+        elif k in TYPE2:
+            setattr(ds, k, "")
+    return ds
+
+
 def open_dicom(path: str) -> pydicom.Dataset:
     """A DICOM file parsed (its pixel data not yet decoded); InputError when it cannot be, or when it was cut
     short: pydicom reads a cut file as a dataset that just stops, and a decoder may still make an image of

@@ -240,16 +240,16 @@ class Node:
     def _analyse(self, path: Path, decoded: Decoded) -> None:
         """Infer, report and let go of one decoded image. Its failure never stops the node: the image stays in
         incoming/ for the next start, until it has failed ``give_up_after`` times."""
-        pictures = []  # (frame, the overlay) of each analysed frame, where the model makes heatmaps
+        pictures = {}  # each analysed frame's heatmap over the image (frame None: a single image)
 
         def draw(rec, prediction, frame):
-            pictures.append((rec.get("frame"), overlay(frame.pixels, prediction.heatmap)))
+            pictures[rec.get("frame")] = overlay(frame.pixels, prediction.heatmap)
 
         try:
             # One record per frame under the frame policy 'all'.
             recs = list(records(self.model, decoded, draw if self._pictures else None))
             captures = _write_captures(decoded.header, pictures, self.algorithm, self.dirs["reports"])
-            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"], captures)
+            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"], captures.values())
         except Exception as e:
             self._analysis_failed(path, decoded, type(e).__name__)
             return
@@ -282,7 +282,7 @@ class Node:
         log.error("analysing %s failed %d times (%s); moved to failed/, %s", uid, tries, error,
                   f"report {report} says it could not be analysed" if report else "and no report could be written")
 
-    def _finish(self, path: Path, recs: list[dict], report_uid: str | None, captures=()) -> None:
+    def _finish(self, path: Path, recs: list[dict], report_uid: str | None, captures: dict) -> None:
         uid = path.stem
         if report_uid is None:
             shutil.move(path, self.dirs["failed"] / path.name)
@@ -292,15 +292,13 @@ class Node:
             log.error("%s could not be read at all; moved to failed/, no report", uid)
             return
         if self.outbox:
-            for capture in captures:  # the heatmaps first: the report that references them arrives after
-                self.outbox.add(self.dirs["reports"] / f"{capture.SOPInstanceUID}.dcm")
+            for picture in captures.values():  # the heatmaps first: the report that references them comes after
+                self.outbox.add(self.dirs["reports"] / f"{picture.SOPInstanceUID}.dcm")
             self.outbox.add(self.dirs["reports"] / f"{report_uid}.dcm")
-        # Each record names its frame's heatmap image, where one was made.
-        heatmap_of = {c.SourceImageSequence[0].get("ReferencedFrameNumber", 0) - 1: str(c.SOPInstanceUID)
-                      for c in captures}
+        # Each record names its frame's heatmap picture, where one was made.
         self._append([{"sop_instance_uid": uid, **{k: v for k, v in r.items() if k != "file"}, "report": report_uid,
-                       **({"heatmap_image": heatmap_of[r.get("frame", -1)]} if r.get("frame", -1) in heatmap_of
-                          else {})}
+                       **({"heatmap_image": str(captures[r.get("frame")].SOPInstanceUID)}
+                          if r.get("frame") in captures else {})}
                       for r in recs])
         path.unlink()
         durable.sync_folder(self.dirs["incoming"])
@@ -328,12 +326,13 @@ def _write_report(header, recs: list[dict], algorithm: dict, reports: Path, capt
     return str(report.SOPInstanceUID)
 
 
-def _write_captures(header, pictures: list, algorithm: dict, reports: Path) -> list:
-    """Each frame's heatmap over the image as a Secondary Capture in the image's study, written to ``reports``."""
+def _write_captures(header, pictures: dict, algorithm: dict, reports: Path) -> dict:
+    """Each frame's heatmap over the image as a Secondary Capture in the image's study, written to ``reports``;
+    by frame, as ``pictures`` is."""
     if header is None or not pictures or "StudyInstanceUID" not in header:
-        return []
-    captures = [capture.build(header, picture, algorithm, frame) for frame, picture in pictures]
-    for c in captures:
+        return {}
+    captures = {frame: capture.build(header, picture, algorithm, frame) for frame, picture in pictures.items()}
+    for c in captures.values():
         _save(c, reports)
     return captures
 

@@ -27,7 +27,7 @@ import pydicom
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from .dicom import IDENTITY, PATIENT_STUDY
+from .dicom import derived_header
 from .version import __version__
 
 SCHEME = "99MEDLITE"
@@ -82,7 +82,7 @@ def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict, captur
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=IMAGING_PROCEDURE, imaging_measurements=groups, title=MEASUREMENT_REPORT)
     return hd.sr.Comprehensive3DSR(
-        evidence=[_evidence(source), *(_evidence(c) for c in captures)], content=content[0],
+        evidence=[derived_header(source), *(derived_header(c) for c in captures)], content=content[0],
         series_instance_uid=generate_uid(entropy_srcs=["medlite series", source.StudyInstanceUID, sha]),
         series_number=9901, sop_instance_uid=report_uid(source.SOPInstanceUID, sha), instance_number=1,
         manufacturer="medlite", is_complete=True, is_verified=False,
@@ -128,23 +128,6 @@ def _peak(source: pydicom.Dataset, peak, frames) -> hd.sr.ScoordContentItem:
         name=SOURCE, referenced_sop_class_uid=source.SOPClassUID, referenced_sop_instance_uid=source.SOPInstanceUID,
         referenced_frame_numbers=frames, relationship_type=hd.sr.RelationshipTypeValues.SELECTED_FROM)]
     return point
-
-
-# The type 2 attributes of the Patient and General Study modules: present, possibly empty, as DICOM requires (a
-# modality may have left some out).
-TYPE2 = frozenset(PATIENT_STUDY) - {"StudyInstanceUID"}
-
-
-def _evidence(source: pydicom.Dataset) -> pydicom.Dataset:
-    """The part of the image's header a report needs: highdicom copies the whole evidence dataset, and a
-    modality's header with its private elements made that most of a report's cost."""
-    ds = pydicom.Dataset()
-    for k in PATIENT_STUDY + IDENTITY:
-        if k in source:
-            setattr(ds, k, source[k].value)
-        elif k in TYPE2:
-            setattr(ds, k, "")
-    return ds
 
 
 def _measurements(record: dict) -> list[hd.sr.Measurement]:

@@ -43,12 +43,11 @@ def backbone(model: "keras.Model") -> "keras.Model":
     return keras.Model(model.input, model.get_layer("gap").output, name="encoder")
 
 
-def _views(x, seed):
+def _views(x, rng):
     """One random view of each image in the batch (values about 0..1): a crop of 35-100% of the area resized
     back, a horizontal flip, brightness, contrast and noise. Flips are harmless here: the views only need to
     stay the same image, and the classifier's own augmentation keeps its anatomy rules."""
     n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-    rng = tf.random.Generator.from_seed(seed) if isinstance(seed, int) else seed
     area = rng.uniform((n,), 0.35, 1.0)
     aspect = tf.exp(rng.uniform((n,), math.log(3 / 4), math.log(4 / 3)))
     bh, bw = tf.minimum(tf.sqrt(area / aspect), 1.0), tf.minimum(tf.sqrt(area * aspect), 1.0)
@@ -75,7 +74,7 @@ def _corrupt(x, rng):
     """Blank random PATCH squares (filled with the image's mean) and add noise: what ``restore`` undoes."""
     n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
     cells = rng.uniform((n, (h + PATCH - 1) // PATCH, (w + PATCH - 1) // PATCH, 1)) < MASKED
-    mask = tf.image.resize(tf.cast(cells, tf.float32), (h * 1, w * 1), method="nearest")
+    mask = tf.image.resize(tf.cast(cells, tf.float32), (h, w), method="nearest")
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     return x * (1 - mask) + mean * mask + rng.normal(tf.shape(x), stddev=0.05)
 

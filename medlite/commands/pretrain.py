@@ -51,7 +51,7 @@ def run(args) -> int:
     con.print(f"{len(x)} unlabelled images" + (f"; {len(skipped)} file(s) could not be read" if skipped else ""))
     for problem in skipped[:5]:
         con.print(f"  [yellow]{problem}")
-    with epoch_progress(con, f"pretraining {args.model} ({args.method})", args.epochs, "loss") as on_epoch:
+    with epoch_progress(con, f"pretraining {args.model} ({args.method})", args.epochs) as on_epoch:
         out = encoder_for(x, config, args.out, lambda e, n, loss: on_epoch(e, n, {"loss": loss}))
     con.print(f"encoder: {out} (train from it with `medlite train --init {out} --model {args.model} "
               f"--image-size {args.image_size}`)")

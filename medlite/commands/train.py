@@ -55,7 +55,7 @@ def register(sub, common) -> None:
 
 
 @contextlib.contextmanager
-def epoch_progress(console, label: str, epochs: int, unit: str = "epoch"):
+def epoch_progress(console, label: str, epochs: int):
     """A bar over epochs; yields the ``progress(epoch, total, row)`` callback that training calls (``row`` with
     the epoch's loss, and its validation AUC where there is one)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,6 +79,8 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
     def on_fold(i, k, auc):
         console.print(f"cross-validation fold {i}/{k}: AUC {auc:.4f}")
 
+    # The recipe's pretraining runs here rather than inside train_bundle so that it has a progress bar of its
+    # own: rich shows one live display at a time.
     if init is None and config.pretrain != "none":
         from medlite.train.pipeline import load_data_for, pretrained_encoder
 
