@@ -34,6 +34,7 @@ from . import edgetpu_readiness
 from .contract_writer import embed_contract
 from .errors import ConvertError
 from ..edge.heatmap import Cam
+from ..edge.signature import SUFFIX, sign
 from .export import cart_model, convert
 from .finetune import FineTune
 from .guard_graph import append_guard
@@ -58,6 +59,7 @@ class ConvertOptions:
     finetune: FineTune = field(default_factory=FineTune)  # QAT and pruning
     float_layers: str | int = 0  # int8: keep the N worst layers in float, or "auto"
     layer_report: int = 10  # int8: rows of the per-layer error table kept in the manifest
+    sign_key: str | None = None  # PEM private key: every .tflite written gets its signature beside it
 
 
 @dataclass
@@ -122,6 +124,8 @@ def convert_bundle(bundle_path: str | Path, out: str | Path, options: ConvertOpt
     try:
         staging.mkdir(parents=True)
         manifest = _Converter(bundle, data, staging, options, progress).run()
+        if options.sign_key:
+            _sign(staging, manifest, options.sign_key)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (staging / "convert.md").write_text(summary_markdown(manifest))
         if out.exists():
@@ -136,6 +140,14 @@ def convert_bundle(bundle_path: str | Path, out: str | Path, options: ConvertOpt
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _sign(folder: Path, manifest: dict, key: str) -> None:
+    """Sign every model written (Edge TPU builds included), last, so that nothing changes a file after it."""
+    for model in sorted(folder.glob("*.tflite")):
+        manifest["signed_by"] = sign(model, key)
+    for entry in manifest["variants"]:
+        entry["signature"] = entry["file"] + SUFFIX
 
 
 class _Converter:
@@ -336,6 +348,10 @@ def summary_markdown(manifest: dict) -> str:
              f"Operating point: {manifest['operating_point']}, re-chosen on validation for every variant. "
              f"Flag: validation AUC drop above {manifest['max_auc_drop']}. "
              f"Intended use: {manifest.get('intended_use', 'not recorded')}.", "",
+             f"Signed: each model's signature is beside it (NAME.tflite.sig, OpenSSF model-signing), by key "
+             f"{manifest['signed_by']}." if manifest.get("signed_by") else
+             "Not signed (`medlite sign` or `convert --sign-key` signs; a cart with --trust runs only signed models).",
+             "",
              "| variant | size KiB | gzip KiB | val AUC | AUC change | agreement with fp32 | mean / max score diff | "
              "threshold | test AUC | test agreement | distinct test scores | Edge TPU | flagged |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]

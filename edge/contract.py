@@ -70,8 +70,9 @@ class IntendedUse:
     # A DICOM that gives no age where an age range is set: "reject" it (it cannot be checked), or "answer" it
     # with its record marked. A cautious product rejects: an adult film without an age looks like a child's.
     if_age_missing: str = "reject"
+    view_positions: tuple[str, ...] = ()  # DICOM ViewPosition values, e.g. ("AP", "PA"): frontal films only
 
-    def violation(self, modality: str | None, body_part: str | None) -> str | None:
+    def violation(self, modality: str | None, body_part: str | None, view: str | None = None) -> str | None:
         """Why a file with these tags is outside the intended use; None when it is not."""
         if self.modalities and modality and modality.strip().upper() not in self.modalities:
             return (f"modality {modality.strip()} is not among this model's intended inputs "
@@ -79,6 +80,9 @@ class IntendedUse:
         if self.body_parts and body_part and body_part.strip().upper() not in self.body_parts:
             return (f"body part {body_part.strip()} is not among this model's intended inputs "
                     f"({', '.join(self.body_parts)})")
+        if self.view_positions and view and view.strip().upper() not in self.view_positions:
+            return (f"view position {view.strip()} is not among this model's intended inputs "
+                    f"({', '.join(self.view_positions)})")
         return None
 
     def age_violation(self, age_years: float | None) -> str | None:
@@ -97,6 +101,7 @@ class IntendedUse:
     def describe(self) -> str:
         rules = [f"modality {', '.join(self.modalities)}" if self.modalities else "",
                  f"body part {', '.join(self.body_parts)}" if self.body_parts else "",
+                 f"view position {', '.join(self.view_positions)}" if self.view_positions else "",
                  f"patient age {age_range_text(self.age_years)}, a DICOM without an age "
                  f"{'rejected' if self.if_age_missing == 'reject' else 'answered and marked'}"
                  if self.age_years is not None else ""]
@@ -247,7 +252,8 @@ def intended_use_from(d: dict[str, Any]) -> IntendedUse:
                        body_parts=tuple(str(x).upper() for x in d.get("body_parts", ())),
                        description=str(d.get("description", "")),
                        age_years=None if ages is None else (float(ages[0]), float(ages[1])),
-                       if_age_missing=str(d.get("if_age_missing", "reject")))
+                       if_age_missing=str(d.get("if_age_missing", "reject")),
+                       view_positions=tuple(str(x).upper() for x in d.get("view_positions", ())))
 
 
 def contract_digest(d: dict[str, Any]) -> str:

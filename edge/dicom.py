@@ -68,8 +68,8 @@ def dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: Inte
 def _dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: IntendedUse | None,
                   size: tuple[int, int] | None) -> list[Frame]:
     uid = str(ds.get("SOPInstanceUID", "")) or None
-    modality, body_part = (_code(ds, k, path) for k in ("Modality", "BodyPartExamined"))
-    reason = intended.violation(modality, body_part) if intended else None
+    modality, body_part, view = (_code(ds, k, path) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
+    reason = intended.violation(modality, body_part, view) if intended else None
     if reason:
         raise Rejected(path, reason)
     if not any(k in ds for k in PIXEL_KEYWORDS):
@@ -116,7 +116,7 @@ def _dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: Int
         pixels = _to_display(arr[i], ds, photometric, pre)
         frames.append(Frame(pixels, file=path, frame=i if n_frames > 1 else None, sop_instance_uid=uid,
                             size=(int(ds.Rows), int(ds.Columns)), modality=modality, body_part=body_part,
-                            age_years=age, age_unchecked=unchecked_age))
+                            view_position=view, age_years=age, age_unchecked=unchecked_age))
     return frames
 
 

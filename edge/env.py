@@ -28,8 +28,9 @@ def decoders() -> dict[str, str]:
     return out
 
 
-def environment(model: str | None = None) -> dict:
-    """Everything a bug report needs; with ``model``, each backend is probed with that model."""
+def environment(model: str | None = None, trust=()) -> dict:
+    """Everything a bug report needs; with ``model``, each backend is probed with that model, and its signature
+    is described (checked against ``trust``, public keys, where given)."""
     info = {"python": platform.python_version(), "packages": {p: version_of(p) for p in PACKAGES}}
     info["device"] = device_info()
     info["dicom_decoders"] = decoders()
@@ -49,7 +50,26 @@ def environment(model: str | None = None) -> dict:
                              "attempts": [vars(a) for a in m.attempts]}
         except Exception as e:  # the report must still print when the model is the problem
             info["model"] = {"path": model, "error": str(e)}
+        info["model"]["signature"] = signature_status(model, trust)
     return info
+
+
+def signature_status(model: str, trust=()) -> str:
+    """Whether a model file is signed, and by which key; checked where trusted keys are given."""
+    from . import signature
+    from .runtime import signer
+
+    if trust:
+        try:
+            return f"signed by trusted key {signer(model, trust)}"
+        except (signature.Untrusted, ValueError) as e:
+            return f"refused under --trust ({getattr(e, 'case', 'error')}): {getattr(e, 'problem', e)}"
+    try:
+        key = signature.signed_by(model)
+    except ValueError as e:
+        return f"signature unreadable: {e}"
+    return ("not signed" if key is None else
+            f"signed by key {key} (not checked: pass --trust PUBLIC.pem to verify it)")
 
 
 def render(info: dict):

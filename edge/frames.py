@@ -17,6 +17,7 @@ class Frame:
     sop_instance_uid: str | None = None  # identifies a DICOM instance without patient data
     modality: str | None = None  # DICOM Modality and BodyPartExamined, when the file has them
     body_part: str | None = None
+    view_position: str | None = None  # DICOM ViewPosition (AP, PA, LL, ...), when the file has it
     size: tuple[int, int] | None = None  # the image's own (height, width), where ``pixels`` are smaller or gone
     age_years: float | None = None  # DICOM: the patient's age at the examination, when the file gives it
     age_unchecked: bool = False  # the intended use names ages, the file gives none, and it was answered anyway

@@ -124,6 +124,7 @@ class Node:
             "name": f"{prov.get('family', 'model')} {prov.get('training_data', '')}".strip(),
             "variant": prov.get("variant", "?"), "sha256": model.sha256,
             "provenance": ", ".join(f"{k} {v}" for k, v in sorted(prov.items()) if k not in ("variant",)),
+            "signed_by": model.signed_by,
         }
         self.outbox = (Outbox(self.dirs["outbox"], settings.forward, settings.ae_title, self._forward_tls())
                        if settings.forward else None)

@@ -37,6 +37,8 @@ class Prediction:
     heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
     peak: tuple[int, int] | None = None
     box: tuple[int, int, int, int] | None = None
+    # The fingerprint of the trusted key that signed the model, when it was loaded with trust.
+    signed_by: str | None = None
     # With features=True: the penultimate features (float32), for validation and the guard's reference.
     features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
@@ -61,4 +63,6 @@ class Prediction:
             rec["intended_use"] = "patient age not in the file, not checked"
         if self.peak is not None:
             rec["peak"], rec["box"] = list(self.peak), list(self.box)
+        if self.signed_by:
+            rec["signed_by"] = self.signed_by
         return rec

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backends
+from . import backends, signature
 from .backends import edgetpu
 from .backends.session import Options
 from .contract import Contract, IntendedUse, read_contract
@@ -48,10 +48,11 @@ class Model:
 
     def __init__(self, path: str | None, model_bytes: bytes, contract: Contract, session,
                  attempts: tuple[Attempt, ...], sha256: str, ignore_intended_use: bool = False,
-                 full_decode: bool = False):
+                 full_decode: bool = False, signed_by: str | None = None):
         self.path = path
         self.contract = contract
         self.sha256 = sha256
+        self.signed_by = signed_by  # the fingerprint of the trusted key that signed it, when loaded with trust
         self.attempts = attempts
         self.size_bytes = len(model_bytes)
         self._ignore_intended_use, self._full_decode = ignore_intended_use, full_decode
@@ -150,6 +151,8 @@ class Model:
         if frame is not None:
             extra.update(file=frame.file, frame=frame.frame, sop_instance_uid=frame.sop_instance_uid,
                          age_unchecked=frame.age_unchecked)
+        if self.signed_by:
+            extra["signed_by"] = self.signed_by
         if heatmap:
             drawn = self._draw(outputs, feats, self._finding(scores, index), frame)
             extra.update(heatmap=drawn.image, peak=drawn.peak, box=drawn.box)
@@ -246,7 +249,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def load(model: str | os.PathLike | bytes, backend: str = "auto", threads: int | None = None,
          device: str | None = None, *, frames: str | int | None = None, ignore_intended_use: bool = False,
-         full_decode: bool = False) -> Model:
+         full_decode: bool = False, trust: Iterable[str | os.PathLike | signature.Key] | None = None) -> Model:
     """Load a medlite ``.tflite`` (a path, or its bytes) on ``backend`` ("auto", "edgetpu", "gpu" or "cpu").
 
     "auto" tries the Edge TPU, the GPU, then the CPU, and records in
@@ -261,10 +264,18 @@ def load(model: str | os.PathLike | bytes, backend: str = "auto", threads: int |
     frames: "all", "middle" or an index; default the contract's),
     ``ignore_intended_use`` (DICOMs outside the intended use are run, and each
     result says so) and ``full_decode`` (JPEG 2000 at full resolution).
+
+    With ``trust`` (public key files, or ``signature.Key``), the model must carry a
+    valid signature by one of those keys (``NAME.tflite.sig`` beside it; an Edge
+    TPU build and its plain model each their own); otherwise ``signature.Untrusted``
+    is raised before the file is parsed. The key that signed is ``Model.signed_by``
+    and every Prediction's. Without it (or with none), signatures are not read.
     """
     if backend != "auto" and backend not in backends.BY_NAME:
         raise ValueError(f"backend {backend!r} is not one of auto, {', '.join(backends.NAMES)}")
-    path, data = _source(model)
+    keys = _keys(trust or ())
+    path, data, build = _source(model)
+    signed_by = _verify(path, data, build, keys) if keys else None
     options = Options(threads=threads, device=device, path=path)
     contract = read_contract(data, path)
     if frames is not None:
@@ -280,20 +291,45 @@ def load(model: str | os.PathLike | bytes, backend: str = "auto", threads: int |
             continue
         attempts.append(Attempt(b.NAME, True))
         return Model(path, data, contract, session, tuple(attempts), sha256_bytes(data),
-                     ignore_intended_use=ignore_intended_use, full_decode=full_decode)
+                     ignore_intended_use=ignore_intended_use, full_decode=full_decode, signed_by=signed_by)
     if len(attempts) == 1:
         raise BackendUnavailable(attempts[0].backend, attempts[0].reason)
     raise BackendUnavailable(backend, "; ".join(f"{a.backend}: {a.reason}" for a in attempts))
 
 
-def _source(model: str | os.PathLike | bytes) -> tuple[str | None, bytes]:
-    """(path, bytes) of the model to load: an Edge TPU build is swapped for the plain model beside it."""
+def signer(model: str | os.PathLike, trust: Iterable[str | os.PathLike | signature.Key]) -> str:
+    """The fingerprint of the trusted key that signed a model file: the check ``load(..., trust=...)`` makes,
+    for tools that check every model before loading any (``medlite bench``); signature.Untrusted otherwise."""
+    path, data, build = _source(model)
+    return _verify(path, data, build, _keys(trust))
+
+
+def _keys(trust) -> list[signature.Key]:
+    """Trusted keys from Keys or PEM public key files (ValueError for a file that is not one)."""
+    return [k if isinstance(k, signature.Key) else signature.public_key(k) for k in trust]
+
+
+def _source(model: str | os.PathLike | bytes) -> tuple[str | None, bytes, str | None]:
+    """(path, bytes, Edge TPU build or None) of the model to load: an Edge TPU build is swapped for the plain
+    model beside it."""
     if isinstance(model, (bytes, bytearray, memoryview)):
-        return None, bytes(model)
-    path = os.fspath(model)
+        return None, bytes(model), None
+    path, build = os.fspath(model), None
     if edgetpu.is_build_path(path) and os.path.exists(edgetpu.plain_path(path)):
-        path = edgetpu.plain_path(path)
-    return path, _read_model(path)
+        path, build = edgetpu.plain_path(path), path
+    return path, _read_model(path), build
+
+
+def _verify(path: str | None, data: bytes, build: str | None, keys: list[signature.Key]) -> str:
+    """The fingerprint of the trusted key that signed the model (and its Edge TPU build, which the accelerator
+    reads from disk); signature.Untrusted when one of them is not signed by a trusted key."""
+    if path is None:
+        raise signature.Untrusted(None, "unsigned", "a model given as bytes has no signature beside it; load it "
+                                                    "from its file to check it against the trusted keys")
+    key = signature.verify(path, data, keys)
+    if build is not None:
+        signature.verify(build, _read_model(build), keys)
+    return key.fingerprint
 
 
 def _read_model(path: str) -> bytes:

@@ -9,7 +9,8 @@ image region is the heatmap's box, a closed POLYLINE on the source image (and
 frame), and a POINT marks the heatmap's peak, both in the image's pixel
 coordinates (DICOM's: 0,0 is the top-left corner of the top-left pixel). The algorithm is named by TID
 4019 (name, version, parameters: variant, model SHA-256, the contract's
-provenance). The report is UNVERIFIED: no person has checked it.
+provenance, and the fingerprint of the key that signed the model where the
+node runs only trusted models). The report is UNVERIFIED: no person has checked it.
 
 Departures from TID 1500, as IHE AI Results allows for AI findings: the
 decision, the score and the analysis status use local codes (scheme 99MEDLITE),
@@ -71,7 +72,8 @@ def _build(source: pydicom.Dataset, records: list[dict], algorithm: dict, captur
     ident = hd.sr.AlgorithmIdentification(
         name=f"medlite {algorithm['name']}", version=__version__,
         parameters=[f"variant {algorithm['variant']}", f"model SHA-256 {sha}",
-                    f"contract provenance {algorithm['provenance']}"])
+                    f"contract provenance {algorithm['provenance']}"]
+        + ([f"signed by key {algorithm['signed_by']}"] if algorithm.get("signed_by") else []))
     groups = [_group(source, record, ident, sha) for record in records]
     observer = hd.sr.ObserverContext(
         observer_type=DEVICE,

@@ -9,11 +9,11 @@ import signal
 import sys
 import traceback
 
-from medlite.commands import bench, convert, demo, env, predict, pretrain, report, select, serve, train
+from medlite.commands import bench, convert, demo, env, predict, pretrain, report, select, serve, sign, train
 from medlite.commands.shared import EXIT_CANNOT_RUN, EXIT_INTERNAL, EXIT_USAGE, UsageError, common_parser
 from medlite.edge.version import __version__
 
-COMMANDS = (demo, pretrain, train, convert, predict, serve, bench, report, select, env)
+COMMANDS = (demo, pretrain, train, convert, sign, predict, serve, bench, report, select, env)
 
 
 class _Parser(argparse.ArgumentParser):

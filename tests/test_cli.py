@@ -5,7 +5,7 @@ import pytest
 from medlite import __version__
 from medlite.cli import build_parser, main
 
-COMMANDS = ("demo", "pretrain", "train", "convert", "predict", "bench", "report", "select", "env")
+COMMANDS = ("demo", "pretrain", "train", "convert", "sign", "predict", "bench", "report", "select", "env")
 
 
 def test_version(capsys):

@@ -318,3 +318,27 @@ def test_every_variant_computes_its_guard_in_the_graph(all_variants, data_dir):
             assert not any(o["output"].startswith(PREFIX) for o in ops[:-n])
             assert e["edgetpu"]["cpu"] == sum(not o["edgetpu"] for o in ops[:-n])
             assert "guard's 9 float ops run on the CPU" in e["edgetpu"]["summary"]
+
+
+def test_sign_key_signs_every_model_written_and_a_cart_that_trusts_the_key_runs_them(tiny_bundle, tmp_path, data_dir):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from medlite.edge.signature import public_key, signature_path
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    (tmp_path / "k.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    out = tmp_path / "m"
+    assert main(["convert", str(tiny_bundle), "--variants", "int8", "--calibration-images", "50", "--allow-drop",
+                 "--data-dir", str(data_dir), "--out", str(out), "--sign-key", str(tmp_path / "k.pem"), "-q"]) == 0
+    fingerprint = public_key(tmp_path / "k.pub").fingerprint
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["signed_by"] == fingerprint and "by key " + fingerprint in (out / "convert.md").read_text()
+    models = sorted(out.glob("*.tflite"))
+    assert [m.name for m in models][:2] == ["fp32.tflite", "int8.tflite"]
+    for m in models:
+        assert signature_path(m).is_file()
+        assert load(m, trust=[tmp_path / "k.pub"]).signed_by == fingerprint

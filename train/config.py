@@ -47,6 +47,7 @@ class TrainConfig:
     age_range: str | None = field(default=None, metadata={"help": 'intended use: the patients\' ages, MIN-MAX in years ("1-5"), or in months with m ("0m-18m"); default: the training DICOMs\' own, or the MedMNIST set\'s'})
     if_age_missing: str = field(default="reject", metadata={"help": 'a DICOM that gives no patient age where an age range is set: "reject" (it cannot be checked) or "answer" (its record marked)'})
     body_part: str | None = field(default=None, metadata={"help": 'intended use: DICOM body parts, comma-separated (CHEST); default as for --modality'})
+    view_position: str | None = field(default=None, metadata={"help": 'intended use: DICOM view positions, comma-separated (AP,PA: frontal films); default: the training DICOMs\' own'})
 
     @classmethod
     def fields(cls) -> list[dataclasses.Field]:

@@ -94,7 +94,7 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                     for frame in read(str(f), pre, size=(image_size, image_size)):
                         xs.append(prepare(frame.pixels, pre, spec, str(f)))
                         ys.append(k)
-                        tags.add((frame.modality, frame.body_part))
+                        tags.add((frame.modality, frame.body_part, frame.view_position))
                         ages.append(frame.age_years)
                 except MedliteError as e:
                     skipped.append(str(e))
@@ -134,12 +134,13 @@ def unlabelled_images(folders, spec: InputSpec, pre: Preprocess) -> tuple[np.nda
 
 
 def intended_use_of(tags: set, ages: list[float | None] = ()) -> IntendedUse:
-    """The intended use that training DICOMs' (modality, body part) tags and patients' ages show. A rule is kept
-    only when every image had the tag: a folder that mixes DICOMs with PNGs, or DICOMs without the tag, says
-    nothing of it. The age range is the youngest to the oldest training patient."""
-    modalities = {m for m, _ in tags}
-    body_parts = {b for _, b in tags}
+    """The intended use that training DICOMs' (modality, body part, view position) tags and patients' ages show.
+    A rule is kept only when every image had the tag: a folder that mixes DICOMs with PNGs, or DICOMs without
+    the tag, says nothing of it. The age range is the youngest to the oldest training patient."""
+    def rule(values: set) -> tuple[str, ...]:
+        return tuple(sorted(v.upper() for v in values)) if values and None not in values else ()
+
     known = ages and None not in ages
-    return IntendedUse(tuple(sorted(m.upper() for m in modalities)) if None not in modalities else (),
-                       tuple(sorted(b.upper() for b in body_parts)) if None not in body_parts else (),
-                       age_years=(min(ages), max(ages)) if known else None)
+    return IntendedUse(rule({t[0] for t in tags}), rule({t[1] for t in tags}),
+                       age_years=(min(ages), max(ages)) if known else None,
+                       view_positions=rule({t[2] for t in tags}))

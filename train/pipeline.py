@@ -25,15 +25,16 @@ def load_data_for(source: str, config: TrainConfig, data_dir=None) -> TrainingDa
 
 
 def intended_use(data: TrainingData, config: TrainConfig) -> IntendedUse:
-    """The recipe's --modality/--body-part/--age-range where given, else what the training data say of
-    themselves."""
+    """The recipe's --modality/--body-part/--view-position/--age-range where given, else what the training data
+    say of themselves."""
     def listed(text):
         return tuple(t.strip().upper() for t in text.split(",") if t.strip()) if text else None
 
     found = data.intended_use
     ages = parse_age_range(config.age_range) if config.age_range else found.age_years
     return IntendedUse(listed(config.modality) or found.modalities, listed(config.body_part) or found.body_parts,
-                       found.description, ages, config.if_age_missing)
+                       found.description, ages, config.if_age_missing,
+                       listed(config.view_position) or found.view_positions)
 
 
 def parse_age_range(text: str) -> tuple[float, float]:

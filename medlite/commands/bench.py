@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .shared import EXIT_OK, UsageError, console, data_args, positive_int, whole_number
+from .shared import EXIT_OK, UsageError, console, data_args, positive_int, trust_args, trusted, whole_number
 
 
 def register(sub, common) -> None:
@@ -20,10 +20,12 @@ def register(sub, common) -> None:
                    help="CPU thread count; repeat for several (default 1: the stable figure on a shared machine)")
     p.add_argument("--runs", type=whole_number(1), default=200, help="timed inferences per model (at least 200)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.csv")
+    trust_args(p)
     p.set_defaults(run=run)
 
 
-def measure(paths: list[str], split_name: str, ds, out, con, *, backends=None, threads=(None,), runs: int = 200):
+def measure(paths: list[str], split_name: str, ds, out, con, *, backends=None, threads=(None,), runs: int = 200,
+            signed_by: dict | None = None):
     """Bench ``paths`` on one split of ``ds``, write the report files, print the table; returns (report, paths).
     ``demo`` calls this too."""
     from rich.console import Console
@@ -43,6 +45,8 @@ def measure(paths: list[str], split_name: str, ds, out, con, *, backends=None, t
     report = build_report(rows, {"name": ds.name, "split": split_name, "n": len(split.labels),
                                  "sha256": ds.sha256}, device_info(), skipped)
     report["gallery"] = gallery(rows, split)
+    if signed_by:  # each model's trusted signer, checked before any was run
+        report["signed_by"] = signed_by
     written = write_report(report, out)
     Console(width=max(Console().width, 120)).print(rich_table(report))
     for b, why in skipped.items():
@@ -66,8 +70,14 @@ def run(args) -> int:
     if args.split not in ds.splits:
         raise UsageError(f"{ds.path} has no {args.split!r} split (it has {', '.join(ds.splits)})")
     con = console(args)
+    keys = trusted(args)
+    if keys:  # every model checked before any is run: a refused one leaves no report
+        from medlite.edge.runtime import signer
+
+        signed_by = {p: signer(p, keys) for p in paths}
+        con.print(f"{len(paths)} model(s) signed by trusted keys: {', '.join(sorted(set(signed_by.values())))}")
     _, written = measure(paths, args.split, ds, args.out, con,
                          backends=None if args.backend == "all" else [args.backend], threads=args.threads or [None],
-                         runs=args.runs)
+                         runs=args.runs, signed_by=signed_by if keys else None)
     con.print(f"report: {written['json']}")
     return EXIT_OK

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .shared import EXIT_FAILED, EXIT_OK, UsageError, needs_train, variants, whole_number
+from .shared import EXIT_FAILED, EXIT_OK, UsageError, needs_train, signing_key, variants, whole_number
 
 
 def register(sub, common) -> None:
@@ -25,6 +25,9 @@ def register(sub, common) -> None:
                                                        "(default 1 for each)")
     p.add_argument("--sparsity", type=float, default=0.5, help="int8-pruned: fraction of weights pruned to zero")
     p.add_argument("--data-dir", help="where to find the bundle's training data")
+    p.add_argument("--sign-key", type=signing_key, metavar="PRIVATE.pem",
+                   help="sign every model written with this PEM elliptic-curve private key (NAME.tflite.sig beside "
+                        "it, OpenSSF model-signing's format); carts started with --trust run only signed models")
     p.set_defaults(run=run)
 
 
@@ -54,7 +57,7 @@ def run(args) -> int:
     options = ConvertOptions(variants=names, n_calibration=args.calibration_images, io_type=args.io_type,
                              max_auc_drop=args.max_auc_drop, allow_drop=args.allow_drop, force=args.force,
                              data_dir=args.data_dir, float_layers=float_layers,
-                             finetune=FineTune(sparsity=args.sparsity, **epochs))
+                             finetune=FineTune(sparsity=args.sparsity, **epochs), sign_key=args.sign_key)
     manifest = convert_with_progress(args.bundle, args.out, options, console)
     console.print(summary_markdown(manifest))
     flagged = [e["variant"] for e in manifest["variants"] if e["flagged"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .shared import EXIT_OK
+from .shared import EXIT_OK, trust_args, trusted
 
 
 def register(sub, common) -> None:
@@ -12,14 +12,16 @@ def register(sub, common) -> None:
                        description="Print Python, medlite, LiteRT, NumPy, OpenCV and pydicom versions, DICOM "
                                    "decoders, the CPU and its features, and whether each backend is available.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--model", help="also probe each backend with this model (the GPU probe compiles it)")
+    p.add_argument("--model", help="also probe each backend with this model (the GPU probe compiles it), and show "
+                                   "its intended use and whether it is signed")
+    trust_args(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from medlite.edge.env import environment, render
 
-    info = environment(args.model)
+    info = environment(args.model, trusted(args))
     if args.json:
         print(json.dumps(info, indent=1))
     else:

@@ -52,6 +52,8 @@ def run(args) -> int:
         if not a.ok:
             con.print(f"[dim]backend {a.backend} not used: {a.reason}")
     con.print(f"model {args.model} on [bold]{model.backend}[/] ({runtime()}); {len(files)} file(s)")
+    if model.signed_by:
+        con.print(f"signed by trusted key {model.signed_by}")
     use = model.contract.intended_use.describe()
     con.print(f"intended use: {use}" + (" [yellow](ignored for this run)" if args.ignore_intended_use else ""))
     draw = _drawer(model, args)

@@ -84,6 +84,8 @@ def run(args) -> int:
     log = logging.getLogger("medlite.serve")
     log.info("model %s (%s, SHA-256 %s) on %s; intended use: %s", args.model, node.algorithm["variant"],
              model.sha256[:16], model.backend, model.contract.intended_use.describe())
+    if model.signed_by:
+        log.info("signed by trusted key %s", model.signed_by)
     try:
         node.start()
     except OSError as e:

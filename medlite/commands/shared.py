@@ -92,6 +92,50 @@ def edgetpu_device(text: str) -> str:
     return text
 
 
+def signing_key(text: str) -> str:
+    """An argparse type: a PEM elliptic-curve private key without a password, which signs models."""
+    from medlite.edge.signature import signing_key as check
+
+    try:
+        check(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def trusted_key(text: str):
+    """An argparse type: a PEM public key whose signatures are trusted (``medlite.edge.signature.Key``)."""
+    from medlite.edge.signature import public_key
+
+    try:
+        return public_key(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+TRUST_ENV = "MEDLITE_TRUST"  # the cart's setting: trusted public keys, separated like PATH
+
+
+def trust_args(p) -> None:
+    """--trust, repeatable; its default is the cart's MEDLITE_TRUST setting (read when the command starts)."""
+    p.add_argument("--trust", type=trusted_key, action="append", metavar="PUBLIC.pem",
+                   help="run only a model signed by this key (repeatable; default: the keys in $MEDLITE_TRUST, "
+                        "separated by ':'); a model without a valid signature by one exits 3 before it is read")
+
+
+def trusted(args) -> list:
+    """The keys of ``trust_args``: the flags, else the MEDLITE_TRUST setting; none means signatures are not read."""
+    import os
+
+    if args.trust:
+        return args.trust
+    setting = [p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
+    try:
+        return [trusted_key(p) for p in setting]
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"${TRUST_ENV}: {e}") from None
+
+
 def model_args(p) -> None:
     """The model to run and where: what `predict` and `serve` take alike."""
     from medlite.edge.backends import NAMES as BACKENDS
@@ -102,6 +146,7 @@ def model_args(p) -> None:
     p.add_argument("--device", type=edgetpu_device, help="Edge TPU: usb, usb:N, pci, pci:N or :N")
     p.add_argument("--frames", type=frame_policy, help="multi-frame DICOM: all (one result per frame), middle or an "
                                                        "index (default: the contract's)")
+    trust_args(p)
 
 
 def load_model(args, **options):
@@ -109,7 +154,7 @@ def load_model(args, **options):
     from medlite.edge import load
 
     return load(args.model, backend=args.backend, threads=args.threads, device=args.device, frames=args.frames,
-                **options)
+                trust=trusted(args), **options)
 
 
 def data_args(p, required: bool = True, default: str | None = None) -> None:
