@@ -45,21 +45,15 @@ def quiet_pydicom():
         yield
 
 
-def read_dicom(path: str, pre: Preprocess, intended: IntendedUse | None = None,
-               size: tuple[int, int] | None = None) -> list[Frame]:
-    """Decode a DICOM file into frames chosen by the contract's frame policy.
+def dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: IntendedUse | None = None,
+                 size: tuple[int, int] | None = None) -> list[Frame]:
+    """Decode a DICOM opened by ``open_dicom`` into frames chosen by the contract's frame policy.
 
     With ``size``, the model's input height and width, a greyscale JPEG 2000 frame is decoded at the smallest
     resolution level still at least that large (``prepare`` then resizes it as it would the full image).
     With ``intended``, a file whose tags are outside the model's intended use raises Rejected before
     its pixels are decoded. pydicom's warnings about malformed elements quote their values (a patient's name
     among them), so none reaches the console or a log: what matters arrives as medlite's own error."""
-    return dicom_frames(open_dicom(path), path, pre, intended, size)
-
-
-def dicom_frames(ds: pydicom.Dataset, path: str, pre: Preprocess, intended: IntendedUse | None = None,
-                 size: tuple[int, int] | None = None) -> list[Frame]:
-    """``read_dicom`` of a dataset already opened by ``open_dicom``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _dicom_frames(ds, path, pre, intended, size)
@@ -221,12 +215,14 @@ def derived_header(source: pydicom.Dataset) -> pydicom.Dataset:
     return ds
 
 
-def open_dicom(path: str) -> pydicom.Dataset:
-    """A DICOM file parsed (its pixel data not yet decoded); InputError when it cannot be, or when it was cut
-    short: pydicom reads a cut file as a dataset that just stops, and a decoder may still make an image of
-    what is left, so every file's elements are checked to end within it."""
-    with open(path, "rb") as f:  # read once: pydicom parses these bytes, and the walker checks them
-        data = f.read()
+def open_dicom(path: str, data: bytes | None = None) -> pydicom.Dataset:
+    """A DICOM file parsed (its pixel data not yet decoded), from ``data`` when its bytes are already read;
+    InputError when it cannot be, or when it was cut short: pydicom reads a cut file as a dataset that just
+    stops, and a decoder may still make an image of what is left, so every file's elements are checked to end
+    within it."""
+    if data is None:
+        with open(path, "rb") as f:  # read once: pydicom parses these bytes, and the walker checks them
+            data = f.read()
     try:
         with quiet_pydicom():
             ds = pydicom.dcmread(io.BytesIO(data))

@@ -65,20 +65,20 @@ class Decoded:
     header: Any = None
 
 
-def decode(file: str, job: Job) -> Decoded:
-    """Read and prepare every frame of one file. A frame keeps its image's size; its pixels are dropped, or
-    with ``job.preview`` kept as 8-bit (for an overlay)."""
+def decode(file: str, job: Job, data: bytes | None = None) -> Decoded:
+    """Read and prepare every frame of one file (from ``data``, its bytes, when they are already read). A frame
+    keeps its image's size; its pixels are dropped, or with ``job.preview`` kept as 8-bit (for an overlay)."""
     header = None
     try:
         pre = job.contract.preprocess
-        if is_dicom(file):
+        if is_dicom(file, data):
             from .dicom import dicom_frames, open_dicom, report_header
 
-            ds = open_dicom(file)
+            ds = open_dicom(file, data)
             header = report_header(ds)
             frames = dicom_frames(ds, file, pre, job.intended, job.size)
         else:
-            frames = read(file, pre, job.intended, job.size)
+            frames = read(file, pre, job.intended, job.size, data)
         out = []
         for f in frames:
             x = quantize(prepare(f.pixels, pre, job.contract.input, f.file)[None], job.contract.input)

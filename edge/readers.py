@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -24,54 +25,70 @@ SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom", ".npy"}
 
 
 def read(source, pre: Preprocess | None = None, intended: IntendedUse | None = None,
-         size: tuple[int, int] | None = None) -> list[Frame]:
+         size: tuple[int, int] | None = None, data: bytes | None = None) -> list[Frame]:
     """Frames from a path or an array (HxW or HxWxC display values), following the frame policy.
 
     With ``intended``, a DICOM outside the model's intended use raises Rejected (other files carry no tags).
-    With ``size`` (the model's input height and width), a JPEG 2000 DICOM may be decoded at reduced resolution."""
+    With ``size`` (the model's input height and width), a JPEG 2000 DICOM may be decoded at reduced resolution.
+    With ``data``, the file's bytes already read (from an object store, by Ray Data): ``source`` then only
+    names the file. Either way a file is decoded from its bytes, by the same code."""
     pre = pre or Preprocess()
     if isinstance(source, Frame):
         return [source]
     if isinstance(source, np.ndarray):
         return [Frame(to_display(source, None))]
     path = os.fspath(source)
-    if not os.path.exists(path):
-        raise InputError(path, "no such file")
-    if os.path.isdir(path):
-        raise InputError(path, "is a folder; pass the files in it (the CLI walks folders)")
+    if data is None:
+        data = _read_file(path)
     suffix = Path(path).suffix.lower()
     if suffix == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:
             raise InputError(path, f"not a readable .npy array ({e})") from None
         return [Frame(to_display(arr, path), file=path)]
     if suffix in RASTER_SUFFIXES:
-        return [Frame(_read_raster(path), file=path)]
-    if is_dicom(path):
-        from .dicom import read_dicom  # pydicom is imported only when a DICOM is read
+        return [Frame(_read_raster(path, data), file=path)]
+    if is_dicom(path, data):
+        from .dicom import dicom_frames, open_dicom  # pydicom is imported only when a DICOM is read
 
-        return read_dicom(path, pre, intended, size)
+        return dicom_frames(open_dicom(path, data), path, pre, intended, size)
     raise InputError(path, f"unsupported file type {suffix!r}; medlite reads {', '.join(sorted(SUFFIXES))}")
 
 
-def is_dicom(path: str) -> bool:
-    """Whether ``path`` is a file read as DICOM: by its suffix (often none), else by the 'DICM' marker."""
-    if not os.path.isfile(path):
+def _read_file(path: str) -> bytes:
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if os.path.isdir(path):
+        raise InputError(path, "is a folder; pass the files in it (the CLI walks folders)")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InputError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def is_dicom(path: str, data: bytes | None = None) -> bool:
+    """Whether ``path`` (a file, or the name of ``data``) is read as DICOM: by its suffix (often none), else by
+    the 'DICM' marker."""
+    if data is None and not os.path.isfile(path):
         return False
     suffix = Path(path).suffix.lower()
-    return suffix in DICOM_SUFFIXES or (suffix not in RASTER_SUFFIXES | {".npy"} and _has_dicom_marker(path))
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in RASTER_SUFFIXES | {".npy"}:
+        return False
+    return (data[128:132] if data is not None else _head(path)) == b"DICM"
 
 
-def _has_dicom_marker(path: str) -> bool:
+def _head(path: str) -> bytes:
     with open(path, "rb") as f:
-        head = f.read(132)
-    return head[128:132] == b"DICM"
+        return f.read(132)[128:132]
 
 
-def _read_raster(path: str) -> np.ndarray:
+def _read_raster(path: str, data: bytes) -> np.ndarray:
     with quiet_stderr(quiet()):  # libpng and libjpeg print their complaints on standard error themselves
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None:
         raise InputError(path, "not a readable image (OpenCV could not decode it as PNG, JPEG or TIFF); "
                                "the file may be truncated or of another type")

@@ -73,13 +73,31 @@ def _accuracy_job(path: str, backend: str, threads: int | None, images: np.ndarr
     split = Split(images, labels)
     probs = split_probs(model, split)
     c = model.contract
-    decisions = decide(probs, c)
-    metrics = classification_metrics(labels, probs, c.positive_index, c.threshold, seed=seed, decided=decisions)
+    metrics, decisions = accuracy_of(c, labels, probs, seed)
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "metrics": metrics,
             "decisions": decisions, "peak_rss_mb": _peak_rss_mb(), "backend": model.backend,
             "variant": c.provenance.get("variant", "unknown"), "size_bytes": model.size_bytes,
             "labels": list(c.labels),
             "attempts": [{"backend": a.backend, "ok": a.ok, "reason": a.reason} for a in model.attempts]}
+
+
+def accuracy_of(contract, labels: np.ndarray, probs: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """A split's metrics (AUC with its interval, sensitivity and specificity at the contract's operating point,
+    ...) from a model's scores, and its decisions; ``medlite bench`` on one device and on a Ray cluster alike."""
+    decisions = decide(probs, contract)
+    return classification_metrics(labels, probs, contract.positive_index, contract.threshold, seed=seed,
+                                  decided=decisions), decisions
+
+
+def agreement_with_fp32(rows: list[dict]) -> None:
+    """Each row's share of decisions equal to fp32's (the same backend and threads where there are several),
+    into its metrics; rows give their decisions as ``_decisions``, which this takes out."""
+    refs = {(r["backend"], r["threads"]): r["_decisions"] for r in rows if r["variant"] == "fp32"}
+    any_ref = next(iter(refs.values()), None)
+    for r in rows:
+        ref = refs.get((r["backend"], r["threads"]), any_ref)
+        d = r.pop("_decisions")
+        r["metrics"]["agreement_with_fp32"] = None if ref is None else float((d == ref).mean())
 
 
 def backends_for(path: str, wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -228,10 +246,5 @@ def bench(paths: list[str], split: Split, *, backend_names: list[str] | None = N
         for r, m, x in zip(group, models, inputs):
             if m.has_heatmap:  # a median of a hundred pairs is steady; the slowest variants cost 16 ms a call
                 r["heatmap_ms"] = heatmap_cost(m, frame, x, min(runs, HEATMAP_RUNS))
-    refs = {(r["backend"], r["threads"]): r["_decisions"] for r in rows if r["variant"] == "fp32"}
-    any_ref = next(iter(refs.values()), None)
-    for r in rows:
-        ref = refs.get((r["backend"], r["threads"]), any_ref)
-        d = r.pop("_decisions")
-        r["metrics"]["agreement_with_fp32"] = None if ref is None else float((d == ref).mean())
+    agreement_with_fp32(rows)
     return rows, skipped

@@ -16,7 +16,8 @@ CSV_FIELDS = ("variant", "backend", "threads", "size_bytes", "load_ms", "p50_ms"
 def pareto(rows: list[dict]) -> list[dict]:
     """Rows no other row beats on both p50 latency (lower) and AUC (higher), by rising latency."""
     front, best = [], -1.0
-    for r in sorted(rows, key=lambda r: (r["latency_ms"]["p50"], -r["metrics"]["auc"])):
+    timed = [r for r in rows if r.get("latency_ms")]  # an accuracy-only report has no latency, and no frontier
+    for r in sorted(timed, key=lambda r: (r["latency_ms"]["p50"], -r["metrics"]["auc"])):
         if r["metrics"]["auc"] > best:
             front.append(r)
             best = r["metrics"]["auc"]
@@ -30,10 +31,11 @@ def build_report(rows: list[dict], dataset: dict, device: dict, skipped: dict | 
 
 
 def flat_row(row: dict) -> dict:
-    m, lat = row["metrics"], row["latency_ms"]
+    m, lat = row["metrics"], row.get("latency_ms") or {}  # none in an accuracy-only report
     return {"variant": row["variant"], "backend": row["backend"], "threads": row["threads"],
-            "size_bytes": row["size_bytes"], "load_ms": row["load_ms"], "p50_ms": lat["p50"], "p90_ms": lat["p90"],
-            "p99_ms": lat["p99"], "mean_ms": lat["mean"], "auc": m.get("auc"), "sensitivity": m.get("sensitivity"),
+            "size_bytes": row["size_bytes"], "load_ms": row.get("load_ms"), "p50_ms": lat.get("p50"),
+            "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"), "auc": m.get("auc"),
+            "sensitivity": m.get("sensitivity"),
             "specificity": m.get("specificity"), "accuracy": m.get("accuracy"), "threshold": m.get("threshold"),
             "agreement_with_fp32": m.get("agreement_with_fp32"), "model": row["model"]}
 
@@ -56,7 +58,8 @@ def markdown(report: dict) -> str:
         f = flat_row(r)
         lines.append(
             f"| {f['variant']} | {f['backend']} | {f['threads'] or 'default'} | {f['size_bytes'] / 1024:.1f} | "
-            f"{f['p50_ms']:.4f} | {f['p90_ms']:.4f} | {f['p99_ms']:.4f} | {_fmt(f['auc'], '.4f')} | "
+            f"{_fmt(f['p50_ms'], '.4f')} | {_fmt(f['p90_ms'], '.4f')} | {_fmt(f['p99_ms'], '.4f')} | "
+            f"{_fmt(f['auc'], '.4f')} | "
             f"{_fmt(f['sensitivity'], '.3f')} | {_fmt(f['specificity'], '.3f')} | {_fmt(f['accuracy'], '.3f')} | "
             f"{_fmt(f['threshold'], '.4f')} | {_fmt(f['agreement_with_fp32'], '.3f')} |")
     for r in report["rows"]:
@@ -111,10 +114,10 @@ def rich_table(report: dict):
                 "agree fp32", "Pareto"):
         t.add_column(col, justify="left" if col in ("variant", "backend") else "right", no_wrap=True)
     front = {id(r) for r in pareto(report["rows"])}
-    for r in sorted(report["rows"], key=lambda r: r["latency_ms"]["p50"]):
+    for r in sorted(report["rows"], key=lambda r: flat_row(r)["p50_ms"] or 0.0):
         f = flat_row(r)
         t.add_row(f["variant"], f["backend"], str(f["threads"] or "default"), f"{f['size_bytes'] / 1024:.1f}",
-                  f"{f['p50_ms']:.4f}", f"{f['p99_ms']:.4f}", _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
+                  _fmt(f["p50_ms"], ".4f"), _fmt(f["p99_ms"], ".4f"), _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
                   _fmt(f["specificity"], ".3f"), _fmt(f["agreement_with_fp32"], ".3f"),
                   "*" if id(r) in front else "")
     return t

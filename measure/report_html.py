@@ -223,6 +223,9 @@ def render(result_files: list[str | Path], out: str | Path) -> Path:
             raise ValueError(f"{f}: not a readable report.json ({e})") from None
         if not isinstance(rep, dict) or "rows" not in rep or "device" not in rep:
             raise ValueError(f"{f}: not a medlite report.json (no rows or device)")
+        if rep.get("accuracy_only"):
+            raise ValueError(f"{f}: an accuracy-only report (bench --accuracy-only) has no latency to draw; its "
+                             "report.md has the accuracy")
         rep["_source"] = str(f)
         reports.append(rep)
     fig1 = _png(_figure_auc_latency(reports), out / "auc_vs_latency.png")

@@ -20,6 +20,15 @@ def register(sub, common) -> None:
                    help="CPU thread count; repeat for several (default 1: the stable figure on a shared machine)")
     p.add_argument("--runs", type=whole_number(1), default=200, help="timed inferences per model (at least 200)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.csv")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this device; ray: score the split on a Ray cluster (with --accuracy-only; "
+                        "pip install 'medlite[ray]')")
+    p.add_argument("--accuracy-only", action="store_true",
+                   help="the accuracy side alone (AUC with its interval, sensitivity, specificity, agreement with "
+                        "fp32), in report.json's shape without latency; latency is a measurement of one device")
+    p.add_argument("--address", help="--engine ray: the cluster to join (default: start a local one)")
+    p.add_argument("--actors", type=whole_number(1), help="--engine ray: actors per model (default: the cluster's "
+                                                         "CPUs)")
     trust_args(p)
     p.set_defaults(run=run)
 
@@ -64,6 +73,12 @@ def run(args) -> int:
         paths += sorted(str(f) for f in Path(p).glob("*.tflite")) if Path(p).is_dir() else [p]
     if not paths:
         raise UsageError(f"no .tflite models in {' '.join(args.models)}")
+    if args.engine == "ray" and not args.accuracy_only:
+        raise UsageError("--engine ray measures accuracy only (latency belongs to one device): add --accuracy-only")
+    if args.accuracy_only and args.engine != "ray":
+        raise UsageError("--accuracy-only is for --engine ray; a local bench measures both")
+    if (args.address or args.actors) and args.engine != "ray":
+        raise UsageError("--address and --actors are for --engine ray")
     if args.runs < 200:
         raise UsageError(f"--runs must be at least 200 for stable percentiles, got {args.runs}")
     ds = datasets.load(args.data, args.data_dir)
@@ -76,8 +91,42 @@ def run(args) -> int:
 
         signed_by = {p: signer(p, keys) for p in paths}
         con.print(f"{len(paths)} model(s) signed by trusted keys: {', '.join(sorted(set(signed_by.values())))}")
+    if args.engine == "ray":
+        written = _on_ray(paths, args, ds, con, signed_by if keys else None)
+        con.print(f"report: {written['json']}")
+        return EXIT_OK
     _, written = measure(paths, args.split, ds, args.out, con,
                          backends=None if args.backend == "all" else [args.backend], threads=args.threads or [None],
                          runs=args.runs, signed_by=signed_by if keys else None)
     con.print(f"report: {written['json']}")
     return EXIT_OK
+
+
+def _on_ray(paths: list[str], args, ds, con, signed_by: dict | None) -> dict:
+    """The accuracy-only report, scored on a Ray cluster; written like a local bench's."""
+    from rich.console import Console
+
+    from medlite.edge.device import device_info
+    from medlite.measure.report import build_report, rich_table, write_report
+
+    try:
+        from medlite.cluster import ray_bench, ray_predict
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'medlite[ray]'") from None
+    threads = (args.threads or [None])[0]
+    started = ray_predict.connect(args.address, args.verbose)
+    try:
+        actors = args.actors or ray_predict.default_actors(threads)
+        rows = ray_bench.accuracy_rows(paths, ds.splits[args.split], actors=actors, threads=threads,
+                                       progress=lambda text: con.print(f"   {text}"))
+    finally:
+        if started:
+            ray_predict.disconnect()
+    report = build_report(rows, {"name": ds.name, "split": args.split, "n": len(ds.splits[args.split].labels),
+                                 "sha256": ds.sha256}, device_info(), {})
+    report.update(accuracy_only=True, engine={"name": "ray", "address": args.address or "local", "actors": actors})
+    if signed_by:
+        report["signed_by"] = signed_by
+    written = write_report(report, args.out)
+    Console(width=max(Console().width, 120)).print(rich_table(report))
+    return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import signal
@@ -35,6 +36,14 @@ def register(sub, common) -> None:
     p.add_argument("--full-decode", action="store_true",
                    help="decode JPEG 2000 DICOMs at full resolution (default: the smallest resolution level "
                         "still as large as the model's input)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this machine, --workers decoding processes; ray: a Ray cluster reads, "
+                        "decodes and scores (pip install 'medlite[ray]'); paths may then also be s3:// or gs:// "
+                        "URIs")
+    p.add_argument("--address", help="--engine ray: the cluster to join (auto: the one `ray start` began on "
+                                     "this machine; default: start a local one with this machine's CPUs)")
+    p.add_argument("--actors", type=whole_number(1), help="--engine ray: actors that each load the model once "
+                                                         "(default: the cluster's CPUs / --threads)")
     p.set_defaults(run=run)
 
 
@@ -44,9 +53,15 @@ def run(args) -> int:
     from medlite.edge import batch
     from medlite.edge.backends.litert import runtime
 
+    if args.engine == "ray" and (args.heatmap or args.overlay):
+        raise UsageError("--heatmap and --overlay write pictures on this machine; use them with --engine local")
+    if (args.address or args.actors) and args.engine != "ray":
+        raise UsageError("--address and --actors are for --engine ray")
     model = load_model(args, ignore_intended_use=args.ignore_intended_use,
                        full_decode=args.full_decode)
-    files, missing = batch.expand(args.paths)
+    uris = [p for p in args.paths if "://" in p] if args.engine == "ray" else []
+    files, missing = batch.expand([p for p in args.paths if p not in uris])
+    files += uris
     con = console(args)
     for a in model.attempts:
         if not a.ok:
@@ -63,10 +78,11 @@ def run(args) -> int:
     done = 0
     try:
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), console=con,
-                      disable=args.quiet) as bar, _Held() as held:
+                      disable=args.quiet) as bar, _Held() as held, contextlib.ExitStack() as stack:
             task = bar.add_task("predict", total=len(files))
             last_file = None
-            results = batch.run(model, files, workers=args.workers, draw=draw, preview=PREVIEW if args.overlay else 0)
+            results = (batch.run(model, files, workers=args.workers, draw=draw, preview=PREVIEW if args.overlay else 0)
+                       if args.engine == "local" else stack.enter_context(_on_ray(args, model, files, con)))
             for rec in itertools.chain(missing, results):
                 held.busy = True
                 # One line per record, flushed, so an interrupted run leaves a valid JSON Lines file.
@@ -95,6 +111,34 @@ def run(args) -> int:
             out.close()
     con.print(_summary(counts, labels))
     return EXIT_OK if counts["error"] == 0 else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _on_ray(args, model, files: list[str], con):
+    """The records of ``files`` scored on a Ray cluster (medlite.cluster.ray_predict), Ray shut down after
+    where this run started it."""
+    import hashlib
+
+    from medlite.edge.errors import ModelError
+
+    try:
+        from medlite.cluster import ray_predict
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'medlite[ray]'") from None
+    data = Path(model.path).read_bytes()  # the bytes load() checked, shipped to the actors
+    if hashlib.sha256(data).hexdigest() != model.sha256:
+        raise ModelError(model.path, "the file changed while it was being loaded; run again")
+    started = ray_predict.connect(args.address, args.verbose)
+    try:
+        actors = args.actors or ray_predict.default_actors(args.threads)
+        con.print(f"engine ray: {actors} actor(s) of {args.threads or 1} CPU(s)"
+                  + (f", cluster {args.address}" if args.address else ", a local cluster"))
+        options = {"backend": args.backend, "threads": args.threads, "device": args.device, "frames": args.frames,
+                   "ignore_intended_use": args.ignore_intended_use, "full_decode": args.full_decode}
+        yield ray_predict.run(data, files, actors=actors, options=options, signed_by=model.signed_by)
+    finally:
+        if started:
+            ray_predict.disconnect()
 
 
 class _Held:

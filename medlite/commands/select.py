@@ -46,6 +46,9 @@ def run(args) -> int:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: not a readable report.json ({e})") from None
+    if isinstance(report, dict) and report.get("accuracy_only"):
+        raise UsageError(f"{path}: an accuracy-only report (bench --accuracy-only) has no latency to choose by; "
+                         "bench the models on the cart")
     sel = choose(report, args.max_auc_drop, None if args.min_sensitivity < 0 else args.min_sensitivity, str(path))
     if sel.chosen is None:
         return EXIT_FAILED
