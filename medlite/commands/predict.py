@@ -128,17 +128,21 @@ def _on_ray(args, model, files: list[str], con):
     data = Path(model.path).read_bytes()  # the bytes load() checked, shipped to the actors
     if hashlib.sha256(data).hexdigest() != model.sha256:
         raise ModelError(model.path, "the file changed while it was being loaded; run again")
-    started = ray_predict.connect(args.address, args.verbose)
-    try:
-        actors = args.actors or ray_predict.default_actors(args.threads)
-        con.print(f"engine ray: {actors} actor(s) of {args.threads or 1} CPU(s)"
-                  + (f", cluster {args.address}" if args.address else ", a local cluster"))
-        options = {"backend": args.backend, "threads": args.threads, "device": args.device, "frames": args.frames,
-                   "ignore_intended_use": args.ignore_intended_use, "full_decode": args.full_decode}
-        yield ray_predict.run(data, files, actors=actors, options=options, signed_by=model.signed_by)
-    finally:
-        if started:
-            ray_predict.disconnect()
+    # Ray prints its cluster's error messages (an actor that died) on sys.stdout, where the records may go: they
+    # go to standard error instead (the records' file object was taken before).
+    with contextlib.redirect_stdout(sys.stderr):
+        started = ray_predict.connect(args.address, args.verbose)
+        try:
+            actors = args.actors or ray_predict.default_actors(args.threads)
+            con.print(f"engine ray: {actors} actor(s) of {args.threads or 1} CPU(s)"
+                      + (f", cluster {args.address}" if args.address else ", a local cluster"))
+            options = {"backend": args.backend, "threads": args.threads, "device": args.device,
+                       "frames": args.frames, "ignore_intended_use": args.ignore_intended_use,
+                       "full_decode": args.full_decode}
+            yield ray_predict.run(data, files, actors=actors, options=options, signed_by=model.signed_by)
+        finally:
+            if started:
+                ray_predict.disconnect()
 
 
 class _Held:
