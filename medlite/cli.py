@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medlite {args.command}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # the reader of standard output went away (`medlite predict ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's own flush at exit is quiet
+        return 128 + signal.SIGPIPE
     except Exception as e:  # a bug in medlite, not a problem with the input: say so, and how to report it
         if args.verbose:
             traceback.print_exc()

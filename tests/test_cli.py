@@ -124,3 +124,22 @@ def test_an_internal_error_has_its_own_exit_code_and_one_line(monkeypatch, capsy
     assert len(err.splitlines()) == 1 and "internal error (KeyError)" in err and "report" in err
     assert main(["env", "--verbose"]) == 4
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly(int8_model, data_dir):
+    """`medlite predict ... | head -1`: the pipe closes; predict stops with 141 (128 + SIGPIPE), no traceback and
+    no internal error."""
+    import os
+    import subprocess
+    import sys
+
+    # 400 records, some 160 KB: more than a pipe holds, so predict is still writing when the reader goes.
+    run = subprocess.Popen([sys.executable, "-m", "medlite", "predict", str(int8_model),
+                            *[str(data_dir / "images")] * 100, "-q", "--workers", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           cwd=os.path.dirname(os.path.abspath(__file__)))
+    first = run.stdout.readline()
+    run.stdout.close()
+    err = run.stderr.read().decode()
+    assert run.wait(timeout=60) == 141, err
+    assert first.startswith(b'{"file": ') and "internal error" not in err and "Traceback" not in err
