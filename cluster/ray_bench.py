@@ -33,7 +33,7 @@ def accuracy_rows(paths: list[str], split, *, actors: int, threads: int | None =
     """One report row per model (backend cpu): its metrics on ``split``, agreement with fp32 included."""
     import ray.data
 
-    from medlite.edge import load
+    from medlite.edge import read_contract
 
     # One copy in the object store, read by every model's actors, in blocks that the actors share out.
     images = ray.data.from_numpy(np.array_split(split.images, -(-len(split.images) // IMAGES_PER_CALL)))
@@ -43,11 +43,10 @@ def accuracy_rows(paths: list[str], split, *, actors: int, threads: int | None =
             progress(f"accuracy on the cluster: {path}, {actors} actor(s)")
         with open(path, "rb") as f:
             data = f.read()
-        model = load(data, backend="cpu")  # the contract, checked here before any actor starts
+        c = read_contract(data, path)  # checked here, before any actor starts
         scores = images.map_batches(Prober, fn_constructor_args=(data, threads), batch_size=IMAGES_PER_CALL,
                                     compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads or 1)
         probs = np.concatenate([b["scores"] for b in scores.iter_batches(batch_format="numpy")])
-        c = model.contract
         metrics, decisions = accuracy_of(c, split.labels, probs, seed)
         rows.append({"variant": c.provenance.get("variant", "unknown"), "backend": "cpu", "threads": threads or 1,
                      "model": str(path), "size_bytes": len(data), "metrics": metrics, "labels": list(c.labels),

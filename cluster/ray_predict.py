@@ -12,6 +12,7 @@ starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -92,10 +93,17 @@ def connect(address: str | None, verbose: bool = False) -> bool:
     return started
 
 
-def disconnect() -> None:
+@contextlib.contextmanager
+def session(address: str | None, verbose: bool = False):
+    """Connected to the cluster (``connect``) for the block; Ray shut down after it where this started it."""
     import ray
 
-    ray.shutdown()
+    started = connect(address, verbose)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run(model_bytes: bytes, files: list[str], *, actors: int, options: dict,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .shared import EXIT_OK, UsageError, console, data_args, positive_int, trust_args, trusted, whole_number
+from .shared import (EXIT_OK, UsageError, console, data_args, needs_ray, positive_int, trust_args, trusted,
+                     whole_number)
 
 
 def register(sub, common) -> None:
@@ -54,10 +55,7 @@ def measure(paths: list[str], split_name: str, ds, out, con, *, backends=None, t
     report = build_report(rows, {"name": ds.name, "split": split_name, "n": len(split.labels),
                                  "sha256": ds.sha256}, device_info(), skipped)
     report["gallery"] = gallery(rows, split)
-    if signed_by:  # each model's trusted signer, checked before any was run
-        report["signed_by"] = signed_by
-    written = write_report(report, out)
-    Console(width=max(Console().width, 120)).print(rich_table(report))
+    written = _write(report, out, signed_by)
     for b, why in skipped.items():
         con.print(f"[dim]backend {b} not measured: {why}")
     return report, written
@@ -85,48 +83,56 @@ def run(args) -> int:
     if args.split not in ds.splits:
         raise UsageError(f"{ds.path} has no {args.split!r} split (it has {', '.join(ds.splits)})")
     con = console(args)
-    keys = trusted(args)
-    if keys:  # every model checked before any is run: a refused one leaves no report
-        from medlite.edge.runtime import signer
-
-        signed_by = {p: signer(p, keys) for p in paths}
-        con.print(f"{len(paths)} model(s) signed by trusted keys: {', '.join(sorted(set(signed_by.values())))}")
+    signed_by = _signers(paths, trusted(args), con)
     if args.engine == "ray":
-        written = _on_ray(paths, args, ds, con, signed_by if keys else None)
+        written = _on_ray(paths, args, ds, con, signed_by)
         con.print(f"report: {written['json']}")
         return EXIT_OK
     _, written = measure(paths, args.split, ds, args.out, con,
                          backends=None if args.backend == "all" else [args.backend], threads=args.threads or [None],
-                         runs=args.runs, signed_by=signed_by if keys else None)
+                         runs=args.runs, signed_by=signed_by)
     con.print(f"report: {written['json']}")
     return EXIT_OK
 
 
-def _on_ray(paths: list[str], args, ds, con, signed_by: dict | None) -> dict:
-    """The accuracy-only report, scored on a Ray cluster; written like a local bench's."""
+def _signers(paths: list[str], keys: list, con) -> dict | None:
+    """Each model's trusted signer, every model checked before any is run (a refused one leaves no report);
+    None without trusted keys."""
+    if not keys:
+        return None
+    from medlite.edge.runtime import signer
+
+    signed_by = {p: signer(p, keys) for p in paths}
+    con.print(f"{len(paths)} model(s) signed by trusted keys: {', '.join(sorted(set(signed_by.values())))}")
+    return signed_by
+
+
+def _write(report: dict, out, signed_by: dict | None) -> dict:
+    """Write report.json, .md and .csv (with each model's signer, where checked) and print the table."""
     from rich.console import Console
 
-    from medlite.edge.device import device_info
-    from medlite.measure.report import build_report, rich_table, write_report
+    from medlite.measure.report import rich_table, write_report
 
-    try:
-        from medlite.cluster import ray_bench, ray_predict
-    except ImportError:
-        raise UsageError("--engine ray needs Ray: pip install 'medlite[ray]'") from None
+    if signed_by:
+        report["signed_by"] = signed_by
+    written = write_report(report, out)
+    Console(width=max(Console().width, 120)).print(rich_table(report))
+    return written
+
+
+def _on_ray(paths: list[str], args, ds, con, signed_by: dict | None) -> dict:
+    """The accuracy-only report, scored on a Ray cluster; written like a local bench's."""
+    from medlite.cluster import ray_bench
+    from medlite.edge.device import device_info
+    from medlite.measure.report import build_report
+
+    ray_predict = needs_ray()
     threads = (args.threads or [None])[0]
-    started = ray_predict.connect(args.address, args.verbose)
-    try:
+    with ray_predict.session(args.address, args.verbose):
         actors = args.actors or ray_predict.default_actors(threads)
         rows = ray_bench.accuracy_rows(paths, ds.splits[args.split], actors=actors, threads=threads,
                                        progress=lambda text: con.print(f"   {text}"))
-    finally:
-        if started:
-            ray_predict.disconnect()
     report = build_report(rows, {"name": ds.name, "split": args.split, "n": len(ds.splits[args.split].labels),
                                  "sha256": ds.sha256}, device_info(), {})
     report.update(accuracy_only=True, engine={"name": "ray", "address": args.address or "local", "actors": actors})
-    if signed_by:
-        report["signed_by"] = signed_by
-    written = write_report(report, args.out)
-    Console(width=max(Console().width, 120)).print(rich_table(report))
-    return written
+    return _write(report, args.out, signed_by)

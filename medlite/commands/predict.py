@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .shared import (EXIT_FAILED, EXIT_OK, UsageError, console, load_model, model_args, whole_number,
+from .shared import (EXIT_FAILED, EXIT_OK, UsageError, console, load_model, model_args, needs_ray, whole_number,
                      writable_file)
 
 PREVIEW = 1024  # the longest side of an overlay
@@ -121,28 +121,19 @@ def _on_ray(args, model, files: list[str], con):
 
     from medlite.edge.errors import ModelError
 
-    try:
-        from medlite.cluster import ray_predict
-    except ImportError:
-        raise UsageError("--engine ray needs Ray: pip install 'medlite[ray]'") from None
+    ray_predict = needs_ray()
     data = Path(model.path).read_bytes()  # the bytes load() checked, shipped to the actors
     if hashlib.sha256(data).hexdigest() != model.sha256:
         raise ModelError(model.path, "the file changed while it was being loaded; run again")
     # Ray prints its cluster's error messages (an actor that died) on sys.stdout, where the records may go: they
     # go to standard error instead (the records' file object was taken before).
-    with contextlib.redirect_stdout(sys.stderr):
-        started = ray_predict.connect(args.address, args.verbose)
-        try:
-            actors = args.actors or ray_predict.default_actors(args.threads)
-            con.print(f"engine ray: {actors} actor(s) of {args.threads or 1} CPU(s)"
-                      + (f", cluster {args.address}" if args.address else ", a local cluster"))
-            options = {"backend": args.backend, "threads": args.threads, "device": args.device,
-                       "frames": args.frames, "ignore_intended_use": args.ignore_intended_use,
-                       "full_decode": args.full_decode}
-            yield ray_predict.run(data, files, actors=actors, options=options, signed_by=model.signed_by)
-        finally:
-            if started:
-                ray_predict.disconnect()
+    with contextlib.redirect_stdout(sys.stderr), ray_predict.session(args.address, args.verbose):
+        actors = args.actors or ray_predict.default_actors(args.threads)
+        con.print(f"engine ray: {actors} actor(s) of {args.threads or 1} CPU(s)"
+                  + (f", cluster {args.address}" if args.address else ", a local cluster"))
+        options = {"backend": args.backend, "threads": args.threads, "device": args.device, "frames": args.frames,
+                   "ignore_intended_use": args.ignore_intended_use, "full_decode": args.full_decode}
+        yield ray_predict.run(data, files, actors=actors, options=options, signed_by=model.signed_by)
 
 
 class _Held:

@@ -31,6 +31,17 @@ def needs_train() -> None:
                          "pip install 'medlite[train]'") from None
 
 
+def needs_ray():
+    """medlite.cluster.ray_predict, or a usage error naming the extra to install."""
+    try:
+        import ray  # noqa: F401  (medlite.cluster imports it only when it runs)
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'medlite[ray]'") from None
+    from medlite.cluster import ray_predict
+
+    return ray_predict
+
+
 def variants(text: str) -> list[str]:
     from medlite.convert.variants import parse_variants
 
