@@ -180,15 +180,18 @@ def _code(ds: pydicom.Dataset, keyword: str, path: str) -> str | None:
 PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
                  "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 IDENTITY = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "OtherPatientIDsSequence", "IssuerOfPatientID")
+# What a heatmap as a Segmentation (edge/segmentation.py) also needs of its image: its pixel matrix and geometry.
+IMAGE = ("Modality", "Rows", "Columns", "NumberOfFrames", "PatientOrientation", "Laterality", "FrameOfReferenceUID")
 
 
 def report_header(ds: pydicom.Dataset) -> pydicom.Dataset | None:
     """The elements of an image's header that a report about it carries (patient, study, the image's
-    identity), read from the dataset already parsed for its pixels; None when they cannot be read."""
+    identity) and that its heatmap objects need (its pixel matrix), read from the dataset already parsed for its
+    pixels; None when they cannot be read."""
     out = pydicom.Dataset()
     try:
         with quiet_pydicom():
-            for k in PATIENT_STUDY + IDENTITY:
+            for k in PATIENT_STUDY + IDENTITY + IMAGE:
                 if k in ds:
                     setattr(out, k, ds[k].value)
     except Exception:  # a damaged element: no report can be made from this header

@@ -11,10 +11,14 @@ TMP_PREFIX = ".tmp-"
 def write(folder: Path, name: str, data: bytes) -> Path:
     """``folder/name`` holds ``data`` completely, on disk, or does not exist."""
     tmp = folder / f"{TMP_PREFIX}{name}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, say: what was written of it is taken back at once, not at the next start
+        tmp.unlink(missing_ok=True)
+        raise
     final = folder / name
     os.replace(tmp, final)
     sync_folder(folder)

@@ -19,7 +19,7 @@ Log lines name SOP Instance UIDs and AE titles, never patient data.
 
 from __future__ import annotations
 
-import io
+import errno
 import json
 import logging
 import os
@@ -35,7 +35,7 @@ from pynetdicom import AE, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.presentation import build_context
 
-from . import capture, durable, sr
+from . import durable, study_objects
 from .batch import job_of, records
 from .engine import Decoded, Engine
 from .heatmap import overlay
@@ -63,6 +63,7 @@ TRANSFER_SYNTAXES = (
 )
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
+DISK_FULL_RETRY_S = 10.0  # with OUT full, an image's analysis is tried again this often
 
 
 @dataclass
@@ -235,27 +236,53 @@ class Node:
                     else:
                         engine.submit(str(path))
                 decoded = engine.next(timeout=0.05)
-                if decoded is not None:
+                if decoded is None:
+                    continue
+                try:
                     self._analyse(Path(decoded.file), decoded)
+                except Exception as e:  # this thread must live on, or the node takes images it never reports
+                    log.error("analysing %s stopped unexpectedly (%s); it stays in incoming/ for the next start",
+                              Path(decoded.file).stem, type(e).__name__)
 
     def _analyse(self, path: Path, decoded: Decoded) -> None:
         """Infer, report and let go of one decoded image. Its failure never stops the node: the image stays in
-        incoming/ for the next start, until it has failed ``give_up_after`` times."""
-        pictures = {}  # each analysed frame's heatmap over the image (frame None: a single image)
+        incoming/ for the next start, until it has failed ``give_up_after`` times. A full disk is no failure of
+        the image's: it waits in incoming/ until there is room (images sent meanwhile are refused with "out of
+        resources", so their senders keep them)."""
+        try:
+            try:
+                recs, report, made = self._report(decoded)
+            except Exception as e:
+                if _disk_full(e):
+                    raise
+                self._analysis_failed(path, decoded, type(e).__name__)
+                return
+            path.with_suffix(".failures").unlink(missing_ok=True)
+            self._finish(path, recs, report, made)
+        except OSError as e:
+            if not _disk_full(e):
+                raise
+            log.error("%s is full (%s): the report of %s is not written; it stays in incoming/ and is tried again "
+                      "in %.0f s", self.s.out, e.strerror, path.stem, DISK_FULL_RETRY_S)
+            if not self._halt.wait(DISK_FULL_RETRY_S):
+                self._work.put(path)
+
+    def _report(self, decoded: Decoded) -> tuple[list[dict], str | None, dict]:
+        """The image's records (one per frame under the frame policy 'all'), and its report and heatmap objects,
+        written to reports/: (records, the report's UID, {kind: {frame: object}})."""
+        pictures, maps = {}, {}  # each analysed frame's heatmap, over the image and as values (frame None: one)
 
         def draw(rec, prediction, frame):
             pictures[rec.get("frame")] = overlay(frame.pixels, prediction.heatmap)
+            maps[rec.get("frame")] = (prediction.heatmap, prediction.heatmap_label)
 
-        try:
-            # One record per frame under the frame policy 'all'.
-            recs = list(records(self.model, decoded, draw if self._pictures else None))
-            captures = _write_captures(decoded.header, pictures, self.algorithm, self.dirs["reports"])
-            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"], captures.values())
-        except Exception as e:
-            self._analysis_failed(path, decoded, type(e).__name__)
-            return
-        path.with_suffix(".failures").unlink(missing_ok=True)
-        self._finish(path, recs, report, captures)
+        recs = list(records(self.model, decoded, draw if self._pictures else None))
+        made = {"heatmap_image": study_objects.write_pictures(decoded.header, pictures, self.algorithm, self.dirs["reports"]),
+                "heatmap_segmentation": study_objects.write_segmentation(decoded.header, maps, self.algorithm,
+                                                            self.dirs["reports"])}
+        evidence = [o for objects in made.values() for o in objects.values()]
+        report = study_objects.write_report(decoded.header, recs, self.algorithm, self.dirs["reports"], evidence)
+        return recs, report, made
 
     def _analysis_failed(self, path: Path, decoded: Decoded, error: str) -> None:
         """Count a failed analysis (durably, so restarts count too); the last one allowed sets the image aside
@@ -270,7 +297,7 @@ class Node:
         recs = [{"file": str(path), "status": "error", "error": f"could not be analysed: {tries} tries failed "
                                                                f"({error})"}]
         try:
-            report = _write_report(decoded.header, recs, self.algorithm, self.dirs["reports"])
+            report = study_objects.write_report(decoded.header, recs, self.algorithm, self.dirs["reports"])
         except Exception:  # the header itself is what fails (an invalid date, a code no report may hold)
             report = None
         shutil.move(path, self.dirs["failed"] / path.name)
@@ -283,7 +310,7 @@ class Node:
         log.error("analysing %s failed %d times (%s); moved to failed/, %s", uid, tries, error,
                   f"report {report} says it could not be analysed" if report else "and no report could be written")
 
-    def _finish(self, path: Path, recs: list[dict], report_uid: str | None, captures: dict) -> None:
+    def _finish(self, path: Path, recs: list[dict], report_uid: str | None, made: dict) -> None:
         uid = path.stem
         if report_uid is None:
             shutil.move(path, self.dirs["failed"] / path.name)
@@ -293,13 +320,14 @@ class Node:
             log.error("%s could not be read at all; moved to failed/, no report", uid)
             return
         if self.outbox:
-            for picture in captures.values():  # the heatmaps first: the report that references them comes after
-                self.outbox.add(self.dirs["reports"] / f"{picture.SOPInstanceUID}.dcm")
+            for objects in made.values():  # the heatmaps first: the report that references them comes after
+                for o in objects.values():
+                    self.outbox.add(self.dirs["reports"] / f"{o.SOPInstanceUID}.dcm")
             self.outbox.add(self.dirs["reports"] / f"{report_uid}.dcm")
-        # Each record names its frame's heatmap picture, where one was made.
+        # Each record names its frame's heatmap objects, where they were made.
         self._append([{"sop_instance_uid": uid, **{k: v for k, v in r.items() if k != "file"}, "report": report_uid,
-                       **({"heatmap_image": str(captures[r.get("frame")].SOPInstanceUID)}
-                          if r.get("frame") in captures else {})}
+                       **{kind: str(objects[r.get("frame")].SOPInstanceUID) for kind, objects in made.items()
+                          if r.get("frame") in objects}}
                       for r in recs])
         path.unlink()
         durable.sync_folder(self.dirs["incoming"])
@@ -310,38 +338,26 @@ class Node:
                  f" and {len(recs) - 1} more frame(s)" if len(recs) > 1 else "", report_uid)
 
     def _append(self, recs: list[dict]) -> None:
-        with open(self.results, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in recs))
-            f.flush()
-            os.fsync(f.fileno())
+        """Append whole lines, or nothing: a write cut short (a full disk) is taken back, and the image, still in
+        incoming/, is recorded when it is analysed again."""
+        data = "".join(json.dumps(r) + "\n" for r in recs).encode()
+        fd = os.open(self.results, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
 
 
-def _write_report(header, recs: list[dict], algorithm: dict, reports: Path, captures=()) -> str | None:
-    """Build the image's report from its header (as the decode read it), referencing its heatmap ``captures``,
-    and write it durably to ``reports``; its SOP Instance UID, or None when the image has no readable header to
-    take the patient and study from."""
-    if header is None or not all(k in header for k in ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")):
-        return None
-    report = sr.build(header, recs, algorithm, captures)
-    _save(report, reports)
-    return str(report.SOPInstanceUID)
-
-
-def _write_captures(header, pictures: dict, algorithm: dict, reports: Path) -> dict:
-    """Each frame's heatmap over the image as a Secondary Capture in the image's study, written to ``reports``;
-    by frame, as ``pictures`` is."""
-    if header is None or not pictures or "StudyInstanceUID" not in header:
-        return {}
-    captures = {frame: capture.build(header, picture, algorithm, frame) for frame, picture in pictures.items()}
-    for c in captures.values():
-        _save(c, reports)
-    return captures
-
-
-def _save(ds, folder: Path) -> None:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    durable.write(folder, f"{ds.SOPInstanceUID}.dcm", buf.getvalue())
+def _disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _calling(event) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pydicom
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
+from pynetdicom.sop_class import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, SegmentationStorage
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
 from . import durable
@@ -75,6 +76,10 @@ class Outbox:
         self._ae = AE(ae_title=ae_title)
         self._ae.add_requested_context(Comprehensive3DSRStorage)
         self._ae.add_requested_context(SecondaryCaptureImageStorage)  # the heatmap over the image
+        # The heatmap as a Segmentation, JPEG 2000 lossless as written; uncompressed for a PACS that takes no
+        # JPEG 2000 (two contexts: a PACS accepts one transfer syntax in each).
+        self._ae.add_requested_context(SegmentationStorage, [JPEG2000Lossless])
+        self._ae.add_requested_context(SegmentationStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="medlite-outbox", daemon=True)
@@ -142,8 +147,8 @@ class Outbox:
                 if self._stopping.is_set():
                     return True
                 try:
-                    status = assoc.send_c_store(pydicom.dcmread(f))
-                except ValueError as e:  # the PACS accepted no presentation context for this SR
+                    status = _send(assoc, pydicom.dcmread(f))
+                except ValueError as e:  # the PACS accepted no presentation context for this object
                     self._refuse(f, f"the association accepts no such object ({e})")
                     continue
                 code = getattr(status, "Status", None)
@@ -163,3 +168,15 @@ class Outbox:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+def _send(assoc, ds: pydicom.Dataset):
+    """C-STORE ``ds`` as written, or uncompressed where the PACS accepted its kind of object but not its
+    compression; ValueError where it accepted neither."""
+    try:
+        return assoc.send_c_store(ds)
+    except ValueError:
+        if not ds.file_meta.TransferSyntaxUID.is_compressed:
+            raise
+    ds.decompress()
+    return assoc.send_c_store(ds)

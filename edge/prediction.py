@@ -37,6 +37,7 @@ class Prediction:
     heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
     peak: tuple[int, int] | None = None
     box: tuple[int, int, int, int] | None = None
+    heatmap_label: str | None = None  # the class the map shows
     # The fingerprint of the trusted key that signed the model, when it was loaded with trust.
     signed_by: str | None = None
     # With features=True: the penultimate features (float32), for validation and the guard's reference.

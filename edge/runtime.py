@@ -154,8 +154,9 @@ class Model:
         if self.signed_by:
             extra["signed_by"] = self.signed_by
         if heatmap:
-            drawn = self._draw(outputs, feats, self._finding(scores, index), frame)
-            extra.update(heatmap=drawn.image, peak=drawn.peak, box=drawn.box)
+            shown = self._finding(scores, index)
+            drawn = self._draw(outputs, feats, shown, frame)
+            extra.update(heatmap=drawn.image, peak=drawn.peak, box=drawn.box, heatmap_label=c.labels[shown])
         if features:
             extra["features"] = feats
         return Prediction(

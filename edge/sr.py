@@ -59,8 +59,8 @@ def report_uid(source_uid: str, model_sha256: str) -> str:
 def build(source: pydicom.Dataset, records: list[dict], algorithm: dict, captures=()) -> hd.sr.Comprehensive3DSR:
     """The report for ``source`` (its header is enough) from its medlite records (``ok``, ``rejected`` or
     ``error``; one per frame of a cine under the frame policy 'all', one measurement group each) and the
-    algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``); ``captures``, the heatmap images
-    made of it (edge/capture.py), are listed in its evidence."""
+    algorithm's identity (``name``, ``variant``, ``sha256``, ``provenance``); ``captures``, the heatmap objects
+    made of it (edge/capture.py, edge/segmentation.py), are listed in its evidence."""
     # highdicom's warnings about a name's format quote the name: never on a console or in a log.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,12 +148,12 @@ def _evaluations(record: dict) -> list[hd.sr.QualitativeEvaluation]:
     if status != "ok":
         return [hd.sr.QualitativeEvaluation(STATUS, UNREADABLE)]
     out = [hd.sr.QualitativeEvaluation(STATUS, ANALYSED),
-           hd.sr.QualitativeEvaluation(DECISION, Code(_code_value(record["label"]), SCHEME, record["label"]))]
+           hd.sr.QualitativeEvaluation(DECISION, Code(code_value(record["label"]), SCHEME, record["label"]))]
     if record.get("in_distribution") is not None:
         out.append(hd.sr.QualitativeEvaluation(IN_DISTRIBUTION, YES if record["in_distribution"] else NO))
     return out
 
 
-def _code_value(label: str) -> str:
+def code_value(label: str) -> str:
     """A label as a DICOM code value (SH: at most 16 characters, no backslash)."""
     return label.replace("\\", "/")[:16] or "none"

@@ -1,6 +1,7 @@
 """`medlite serve` with real DICOM peers on localhost: pynetdicom's storescp as the PACS, an SCU built with
 pynetdicom as the cart's modality, and the node itself as a separate process that can be killed."""
 
+import errno
 import io
 import json
 import os
@@ -254,7 +255,8 @@ def test_a_report_marks_the_finding_on_the_image_for_a_viewer(int8_model, dicom_
         pictures = objects_at(out / "reports", "OT")
         if not heatmap:
             assert not rois and "box" not in record and len(report.content.get_image_measurement_groups()) == 1
-            assert not pictures and "heatmap_image" not in record
+            assert not pictures and "heatmap_image" not in record and "heatmap_segmentation" not in record
+            assert not objects_at(out / "reports", "SEG")
             continue
         # The heatmap over the image, a Secondary Capture in the image's study, named by the record and listed
         # in the report's evidence.
@@ -265,7 +267,7 @@ def test_a_report_marks_the_finding_on_the_image_for_a_viewer(int8_model, dicom_
         assert picture.SeriesDescription.startswith("medlite heatmap") and max(picture.Rows, picture.Columns) <= 512
         evidence = {str(ref.ReferencedSOPInstanceUID) for e in report.CurrentRequestedProcedureEvidenceSequence
                     for series in e.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
-        assert evidence == {uid, record["heatmap_image"]}
+        assert evidence == {uid, record["heatmap_image"], record["heatmap_segmentation"]}
         (group,) = rois
         x0, y0, x1, y1 = record["box"]
         assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
@@ -643,14 +645,14 @@ def _get(url: str):
     return json.loads(body) if r.headers.get_content_type() == "application/json" else body
 
 
-def start_orthanc(folder: Path, http: int, dicom: int) -> tuple[Peer, str]:
-    """Orthanc on the given ports with a temporary configuration and storage in ``folder``: the process and its
-    REST API's address, once it answers."""
+def start_orthanc(folder: Path, http: int, dicom: int, **settings) -> tuple[Peer, str]:
+    """Orthanc on the given ports with a temporary configuration (plus ``settings``) and storage in ``folder``:
+    the process and its REST API's address, once it answers."""
     config = folder / "orthanc.json"
     config.write_text(json.dumps({
         "Name": "medlite-test", "StorageDirectory": str(folder / "orthanc-db"),
         "IndexDirectory": str(folder / "orthanc-db"), "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": []}))
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [], **settings}))
     peer = Peer(["Orthanc", str(config)], folder / "orthanc.log")
     api = f"http://127.0.0.1:{http}"
     deadline = time.time() + 60
@@ -685,8 +687,10 @@ def _stored(api: str) -> list[bytes]:
 def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, int8_model, dicom_dir, tmp_path):
     """storescu sends two chest films and an ultrasound image to `medlite serve`, which forwards to Orthanc. At
     Orthanc, each image's study holds one report (read back with highdicom) whose values are results.jsonl's:
-    for an analysed film, the decision and a planar ROI on that image (the heatmap's box and peak); for the
-    ultrasound, "not analysed". dciodvfy finds no error in any report medlite wrote."""
+    for an analysed film, the decision and a planar ROI on that image (the heatmap's box and peak), and the
+    heatmap twice, as a picture over the image and as a Segmentation of it (read back with highdicom: its map
+    peaks where the record's peak is); for the ultrasound, "not analysed". dciodvfy finds no error in any
+    object medlite wrote."""
     import highdicom as hd
 
     from medlite.edge import sr
@@ -699,8 +703,9 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         sent = subprocess.run(["storescu", "-xw", "-aet", "MODALITY", "-aec", "MEDLITE", "127.0.0.1", str(port),
                                *map(str, images)], capture_output=True, text=True, timeout=120)
         assert sent.returncode == 0, sent.stderr
-        # Three reports and the two chest films' heatmaps (the ultrasound image is outside the intended use).
-        wait_for(lambda: len(_get(f"{api}/instances")) == len(images) + 2)
+        # Three reports and the two chest films' heatmaps, each a picture and a segmentation (the ultrasound
+        # image is outside the intended use).
+        wait_for(lambda: len(_get(f"{api}/instances")) == len(images) + 4)
         # The same image sent again (a modality's retry): analysed again, and the same report and picture (their
         # UIDs derive from the image and the model), so the PACS still holds one of each.
         again = subprocess.run(["storescu", "-aec", "MEDLITE", "127.0.0.1", str(port), str(images[0])],
@@ -709,7 +714,7 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         results = tmp_path / "node" / "results.jsonl"
         wait_for(lambda: len(results.read_text().splitlines()) == len(images) + 1
                  and not list((tmp_path / "node" / "outbox").glob("*.dcm")))
-        assert len(_get(f"{api}/instances")) == len(images) + 2
+        assert len(_get(f"{api}/instances")) == len(images) + 4
     finally:
         node.stop()
     records = {r["sop_instance_uid"]: r for r in
@@ -717,6 +722,7 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
     at_pacs = [pydicom.dcmread(io.BytesIO(b)) for b in _stored(api)]
     reports = [hd.sr.srread(io.BytesIO(b)) for b in _stored(api) if pydicom.dcmread(io.BytesIO(b)).Modality == "SR"]
     pictures = {str(p.SOPInstanceUID): p for p in at_pacs if p.Modality == "OT"}
+    segmentations = {str(p.SOPInstanceUID): p for p in at_pacs if p.Modality == "SEG"}
     stored = {str(r.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
                   .ReferencedSOPInstanceUID): r for r in reports}
     analysed = 0
@@ -740,11 +746,50 @@ def test_storescu_to_the_node_to_orthanc_with_the_finding_on_the_image(orthanc, 
         picture = pictures[record["heatmap_image"]]  # the heatmap, in the image's study at the PACS
         assert picture.StudyInstanceUID == src.StudyInstanceUID
         assert picture.SourceImageSequence[0].ReferencedSOPInstanceUID == uid
+        seg = hd.seg.Segmentation.from_dataset(segmentations[record["heatmap_segmentation"]])
+        assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.get_source_image_uids()[0][2] == uid
+        (segment,) = seg.SegmentSequence
+        assert segment.SegmentedPropertyTypeCodeSequence[0].CodeMeaning in ("pneumonia", record["label"])
+        values = seg.get_pixels_by_source_instance([uid], segment_numbers=[1], rescale_fractional=True)[0, ..., 0]
+        assert values.shape == (src.Rows, src.Columns)
+        x, y = record["peak"]
+        assert values[y, x] >= 0.95 * values.max() and values.max() > 0.95  # the record's peak, scaled to 1
+        evidence = {str(s.ReferencedSOPInstanceUID) for study in report.CurrentRequestedProcedureEvidenceSequence
+                    for series in study.ReferencedSeriesSequence for s in series.ReferencedSOPSequence}
+        assert {uid, record["heatmap_image"], record["heatmap_segmentation"]} <= evidence  # the report names them
     assert analysed == 2
     for report in (tmp_path / "node" / "reports").glob("*.dcm"):  # every object medlite wrote
         check = subprocess.run(["dciodvfy", str(report)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{report.name}: {errors}"
+
+
+@_needs("Orthanc", "orthanc")
+def test_a_pacs_without_jpeg_2000_gets_the_segmentation_uncompressed(int8_model, dicom_dir, tmp_path):
+    """Orthanc configured to accept no JPEG 2000: the heatmap's Segmentation, written JPEG 2000 lossless,
+    reaches it uncompressed with the same map, and nothing is refused."""
+    import highdicom as hd
+
+    http, pacs_port, node_port = free_port(), free_port(), free_port()
+    pacs, api = start_orthanc(tmp_path, http, pacs_port, Jpeg2000TransferSyntaxAccepted=False)
+    image = dicom_dir / "nih_cxr14_dx_nofinding.dcm"
+    node = start_node(int8_model, tmp_path / "node", node_port, "--forward", f"127.0.0.1:{pacs_port}:ORTHANC")
+    try:
+        assert set(send([image], node_port).values()) == {0}
+        wait_for(lambda: len(_get(f"{api}/instances")) == 3)  # the report, the picture, the segmentation
+        stored = [pydicom.dcmread(io.BytesIO(b)) for b in _stored(api)]
+    finally:
+        node.stop()
+        pacs.stop()
+    assert not (tmp_path / "node" / "refused").exists()
+    (at_pacs,) = [d for d in stored if d.Modality == "SEG"]
+    assert at_pacs.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    (written,) = objects_at(tmp_path / "node" / "reports", "SEG")
+    ours = hd.seg.segread(written)
+    assert ours.file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
+    uid = str(pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID)
+    maps = [hd.seg.Segmentation.from_dataset(d).get_pixels_by_source_instance([uid]) for d in (at_pacs, ours)]
+    assert (maps[0] == maps[1]).all()
 
 
 @_needs("Orthanc", "orthanc")
@@ -778,3 +823,68 @@ def test_orthanc_down_node_killed_every_acknowledged_image_reaches_it(int8_model
                                                     .splitlines()) if r["status"] == "ok"}
     assert sorted(str(d.SourceImageSequence[0].ReferencedSOPInstanceUID) for d in at_pacs
                   if d.Modality == "OT") == sorted(analysed)
+
+
+def _fill(path: Path) -> int:
+    """Write zeros to ``path`` until its file system is full; the bytes written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    written, chunk = 0, b"\0" * (1 << 20)
+    try:
+        while True:
+            try:
+                written += os.write(fd, chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return written
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_refuses_new_images_and_loses_none(int8_model, dicom_dir, tmp_path):
+    """The node's OUT on a 16 MiB tmpfs of its own (a mount namespace, `unshare -Urm`), filled but for one
+    image's room. The image sent first is acknowledged, its report cannot be written: it stays in incoming/
+    with no half-written file and no record, and the node says why. The images after it are refused with
+    "out of resources" (0xA700), so that the modality keeps them. Once there is room, the first image is
+    reported within seconds, the others are sent again and accepted, and every image has one whole record
+    and its report at the PACS."""
+    out = tmp_path / "node"
+    out.mkdir()
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o size=1m medlite-probe '{out}'"],
+                           capture_output=True, text=True) if shutil.which("unshare") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("a small disk of its own needs a mount namespace (unshare -Urm), which this machine does not "
+                    "allow" + (f": {probe.stderr.strip()}" if probe is not None else ": unshare is missing"))
+    pacs_port, node_port = free_port(), free_port()
+    pacs = start_pacs(tmp_path / "pacs", pacs_port)
+    images = copies([dicom_dir / "nih_cxr14_dx_nofinding.dcm"], 4, tmp_path / "in")
+    node = Peer(["unshare", "-Urm", "sh", "-c", 'mount -t tmpfs -o size=16m medlite-out "$0" && exec "$@"', str(out),
+                 sys.executable, "-m", "medlite", "serve", str(int8_model), "--out", str(out), "--port",
+                 str(node_port), "--forward", f"127.0.0.1:{pacs_port}:PACS"], tmp_path / "node.log")
+    seen = Path(f"/proc/{node.proc.pid}/root{out}")  # the node's OUT, as its own mount namespace sees it
+    try:
+        wait_listening(node_port, "MEDLITE")
+        ballast = seen / "ballast"
+        os.truncate(ballast, _fill(ballast) - images[0].stat().st_size - (64 << 10))  # one image's room
+        statuses = send(images, node_port)
+        first = pydicom.dcmread(images[0], stop_before_pixels=True).SOPInstanceUID
+        assert statuses[str(first)] == 0
+        assert set(list(statuses.values())[1:]) == {0xA700}, statuses
+        wait_for(lambda: f"the report of {first} is not written" in (tmp_path / "node.log").read_text())
+        assert [p.name for p in (seen / "incoming").iterdir()] == [f"{first}.dcm"]  # kept, no half-written file
+        assert not list((seen / "reports").iterdir())
+        assert not (seen / "results.jsonl").exists() or not (seen / "results.jsonl").read_text()
+        wait_listening(node_port, "MEDLITE", timeout=5)  # the node still answers
+
+        ballast.unlink()
+        wait_for(lambda: str(first) in reports_at(tmp_path / "pacs"), timeout=60)
+        assert set(send(images[1:], node_port).values()) == {0}  # the modality sends the refused ones again
+        wait_for(lambda: len(reports_at(tmp_path / "pacs")) == len(images) and not list((seen / "outbox").glob("*")),
+                 timeout=120)
+        lines = (seen / "results.jsonl").read_text().splitlines()
+    finally:
+        node.stop()
+        pacs.stop()
+    recs = [json.loads(line) for line in lines]  # every line whole
+    assert sorted(r["sop_instance_uid"] for r in recs) == sorted(statuses) and {r["status"] for r in recs} == {"ok"}
+    assert "is full" in (tmp_path / "node.log").read_text() and "not stored" in (tmp_path / "node.log").read_text()
