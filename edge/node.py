@@ -277,11 +277,11 @@ class Node:
             maps[rec.get("frame")] = (prediction.heatmap, prediction.heatmap_label)
 
         recs = list(records(self.model, decoded, draw if self._pictures else None))
-        made = {"heatmap_image": study_objects.write_pictures(decoded.header, pictures, self.algorithm, self.dirs["reports"]),
-                "heatmap_segmentation": study_objects.write_segmentation(decoded.header, maps, self.algorithm,
-                                                            self.dirs["reports"])}
+        header, reports = decoded.header, self.dirs["reports"]
+        made = {"heatmap_image": study_objects.write_pictures(header, pictures, self.algorithm, reports),
+                "heatmap_segmentation": study_objects.write_segmentation(header, maps, self.algorithm, reports)}
         evidence = [o for objects in made.values() for o in objects.values()]
-        report = study_objects.write_report(decoded.header, recs, self.algorithm, self.dirs["reports"], evidence)
+        report = study_objects.write_report(header, recs, self.algorithm, reports, evidence)
         return recs, report, made
 
     def _analysis_failed(self, path: Path, decoded: Decoded, error: str) -> None:

@@ -57,6 +57,25 @@ def test_early_stopping_ends_a_validation_auc_that_only_creeps_up():
     assert not any(strict.update(a) for a in aucs)
 
 
+def test_checkpoint_last_runs_the_whole_schedule_and_keeps_its_end(data_dir):
+    """With checkpoint "last" no early stop ends the run (patience 1 would) and the model is the schedule's end,
+    whatever the validation AUC did; "best" stops and rolls back to its best epoch."""
+    from medlite.train.data import load_training_data
+    from medlite.train.fit import train
+
+    import dataclasses
+
+    data = load_training_data("pneumoniamnist", data_dir=data_dir)
+    data = dataclasses.replace(data, splits={s: a.take(slice(0, 300)) for s, a in data.splits.items()})
+    config = TrainConfig(epochs=6, patience=1, min_delta=0.5, batch_size=64)
+    last = train(data, config.updated(checkpoint="last"))
+    assert len(last.log) == 6 and last.best_epoch == 6
+    ours = last.model.predict(data.splits["val"].x, verbose=0)
+    assert np.isclose(float(np.mean(ours.argmax(1) == data.splits["val"].y)), last.log[-1]["val_accuracy"])
+    best = train(data, config)
+    assert len(best.log) == 2 and best.best_epoch in (1, 2)  # min_delta 0.5: no epoch's gain counts
+
+
 def test_builders_are_keyword_only_and_check_options():
     with pytest.raises(TypeError):
         FAMILIES["small_cnn"]((28, 28, 1), 2)

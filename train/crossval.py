@@ -47,8 +47,8 @@ def cross_validate(data: TrainingData, config: TrainConfig, k: int, progress=Non
     every image's held-out scores in pooled order. Every fold starts from the encoder ``init``; with none and a
     recipe that pretrains, from one encoder pretrained on all the training images (their labels unused). With
     ``teach`` (images), also ``"ensemble"``: the folds' models' mean scores of those images, a teacher to distil."""
-    pooled = [data.splits[s] for s in ("train", "val") if s in data.splits]
-    x, y = np.concatenate([a.x for a in pooled]), np.concatenate([a.y for a in pooled])
+    pooled = Arrays.joined([data.splits[s] for s in ("train", "val") if s in data.splits])
+    x, y = pooled.x, pooled.y
     pos = positive_index(data, config)
     aucs, epochs, probs, t0 = [], [], np.zeros((len(y), len(data.label_names)), np.float32), time.perf_counter()
     ensemble = 0.0
@@ -57,8 +57,7 @@ def cross_validate(data: TrainingData, config: TrainConfig, k: int, progress=Non
             init = encoder_for(x, config, tmp)
         for i, held in enumerate(folds(y, k, config.seed)):
             keep = np.setdiff1d(np.arange(len(y)), held)
-            fold = dataclasses.replace(data, splits={"train": Arrays(x[keep], y[keep]),
-                                                     "val": Arrays(x[held], y[held])})
+            fold = dataclasses.replace(data, splits={"train": pooled.take(keep), "val": pooled.take(held)})
             result = train(fold, config, init=init)
             probs[held] = result.model.predict(x[held], batch_size=256, verbose=0)
             if teach is not None:

@@ -7,10 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..edge.contract import InputSpec, IntendedUse, Preprocess
 from ..edge.errors import DataError, MedliteError
+from ..edge.heatmap import region
 from ..edge.preprocess import prepare, prepare_batch
 from ..edge.readers import SUFFIXES, read
 from ..measure import datasets
@@ -20,6 +22,17 @@ from ..measure import datasets
 class Arrays:
     x: np.ndarray  # N x H x W x C float32 model input
     y: np.ndarray  # N int class indices
+    # N x H x W float32: each image's finding (its lesion masks' union: 1 inside) as the input crops and scales
+    # it; NaN where no mask is known. None: no masks at all.
+    masks: np.ndarray | None = None
+
+    def take(self, idx) -> "Arrays":
+        return Arrays(self.x[idx], self.y[idx], None if self.masks is None else self.masks[idx])
+
+    @staticmethod
+    def joined(parts: list["Arrays"]) -> "Arrays":
+        masks = None if any(a.masks is None for a in parts) else np.concatenate([a.masks for a in parts])
+        return Arrays(np.concatenate([a.x for a in parts]), np.concatenate([a.y for a in parts]), masks)
 
 
 @dataclass(frozen=True)
@@ -51,11 +64,17 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def load_training_data(source: str, *, data_dir=None, image_size: int = 28, color: str = "grey",
-                       val_fraction: float = 0.1, seed: int = 0) -> TrainingData:
-    """Load ``source`` (a MedMNIST name, an .npz path or a class folder) as model inputs."""
+                       val_fraction: float = 0.1, seed: int = 0, masks: str | Path | None = None) -> TrainingData:
+    """Load ``source`` (a MedMNIST name, an .npz path or a class folder) as model inputs; with ``masks``, a
+    folder laid out as the class folder's training images are, the findings' masks of those images
+    (``find_masks``)."""
     path = datasets.find(source, data_dir)
+    if masks is not None and not Path(masks).is_dir():
+        raise DataError(f"{masks}: not a folder of masks")
     if path.is_dir():
-        return _from_folder(path, image_size, color, val_fraction, seed)
+        return _from_folder(path, image_size, color, val_fraction, seed, None if masks is None else Path(masks))
+    if masks is not None:
+        raise DataError(f"{source}: masks go with a class folder of images, not a MedMNIST file")
     ds = datasets.load_npz(path)
     h, w = ds.image_size
     spec = InputSpec(height=h, width=w, channels=ds.channels)
@@ -63,15 +82,16 @@ def load_training_data(source: str, *, data_dir=None, image_size: int = 28, colo
     splits = {name: Arrays(prepare_batch(s.images, pre, spec), s.labels) for name, s in ds.splits.items()}
     if "val" not in splits:
         keep, held = stratified_split(splits["train"].y, val_fraction, seed)
-        tr = splits["train"]
-        splits["train"], splits["val"] = Arrays(tr.x[keep], tr.y[keep]), Arrays(tr.x[held], tr.y[held])
+        splits["train"], splits["val"] = splits["train"].take(keep), splits["train"].take(held)
     modalities, body_parts, words, ages = datasets.INTENDED_USE.get(ds.name, ((), (), "", None))
     return TrainingData(ds.name, ds.sha256, ds.label_names, spec, pre, splits,
                         intended_use=IntendedUse(modalities, body_parts, words, ages))
 
 
-def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, seed: int) -> TrainingData:
-    """A folder with one subfolder per class (optionally under train/, val/, test/)."""
+def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, seed: int,
+                 masks_dir: Path | None = None) -> TrainingData:
+    """A folder with one subfolder per class (optionally under train/, val/, test/); the training images'
+    masks from ``masks_dir`` (never a test split's)."""
     split_dirs = {s: root / s for s in datasets.SPLITS if (root / s).is_dir()}
     if "train" not in split_dirs:
         split_dirs = {"train": root}
@@ -83,7 +103,8 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
     pre = Preprocess(color=color)
     splits, skipped, digests, tags, ages = {}, [], [], set(), []
     for split, folder in split_dirs.items():
-        xs, ys = [], []
+        xs, ys, ms = [], [], []
+        with_masks = masks_dir is not None and split != "test"
         for k, cls in enumerate(classes):
             for f in sorted((folder / cls).rglob("*")) if (folder / cls).is_dir() else []:
                 if not f.is_file() or (f.suffix.lower() not in SUFFIXES and f.suffix):
@@ -91,9 +112,14 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                 try:
                     # Decoded as the cart decodes it (a JPEG 2000 at its reduced level), so that training and
                     # the cart see the same input, to the bit.
-                    for frame in read(str(f), pre, size=(image_size, image_size)):
+                    frames = list(read(str(f), pre, size=(image_size, image_size)))
+                    mask = None  # a cine's frames have none
+                    if with_masks and len(frames) == 1:
+                        mask = find_masks(masks_dir / f.relative_to(folder), frames[0].pixels.shape[:2], pre, spec)
+                    for frame in frames:
                         xs.append(prepare(frame.pixels, pre, spec, str(f)))
                         ys.append(k)
+                        ms.append(np.full((spec.height, spec.width), np.nan, np.float32) if mask is None else mask)
                         tags.add((frame.modality, frame.body_part, frame.view_position))
                         ages.append(frame.age_years)
                 except MedliteError as e:
@@ -101,16 +127,33 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
                     continue
                 digests.append(hashlib.sha256(f.read_bytes()).hexdigest())
         if xs:
-            splits[split] = Arrays(np.stack(xs), np.asarray(ys, dtype=np.int64))
+            splits[split] = Arrays(np.stack(xs), np.asarray(ys, dtype=np.int64), np.stack(ms) if with_masks else None)
     if "train" not in splits:
         raise DataError(f"{root}: no readable images in the class folders ({len(skipped)} failed)")
     if "val" not in splits:
         keep, held = stratified_split(splits["train"].y, val_fraction, seed)
-        tr = splits["train"]
-        splits["train"], splits["val"] = Arrays(tr.x[keep], tr.y[keep]), Arrays(tr.x[held], tr.y[held])
+        splits["train"], splits["val"] = splits["train"].take(keep), splits["train"].take(held)
     sha = hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
     return TrainingData(os.path.basename(os.path.abspath(root)), sha, tuple(classes), spec, pre, splits,
                         tuple(skipped), intended_use_of(tags, ages))
+
+
+def find_masks(image: Path, size: tuple[int, int], pre: Preprocess, spec: InputSpec) -> np.ndarray | None:
+    """The finding's mask of the image at ``image`` (its path under the masks folder): the union of
+    ``NAME_mask*.png`` beside it (BUSI's layout: an empty mask for an image without a finding), cropped and
+    scaled as the image is, 1 inside; None when there is none."""
+    files = sorted(image.parent.glob(f"{image.stem}_mask*.png"))
+    if not files:
+        return None
+    union = np.zeros(size, np.float32)
+    for f in files:
+        m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        if m is None or m.shape != size:
+            found = "unreadable" if m is None else f"{m.shape[1]}x{m.shape[0]}"
+            raise DataError(f"{f}: not a mask of its image ({found}, the image is {size[1]}x{size[0]})")
+        union = np.maximum(union, (m > 0).astype(np.float32))
+    top, left, rows, cols = region(size[0], size[1], pre.crop)
+    return cv2.resize(union[top:top + rows, left:left + cols], (spec.width, spec.height), interpolation=cv2.INTER_AREA)
 
 
 def unlabelled_images(folders, spec: InputSpec, pre: Preprocess) -> tuple[np.ndarray, list[str]]:

@@ -73,7 +73,8 @@ def auc_of(y: np.ndarray, probs: np.ndarray, pos: int | None) -> float:
     return roc_auc(y == pos, probs[:, pos]) if pos is not None else ovr_auc(y, probs)
 
 
-def _augmenter(config: TrainConfig, seed: int):
+def _augmenters(config: TrainConfig, seed: int):
+    """The geometric augmentation (applied to an image and its mask alike) and the contrast (the image only)."""
     L = keras.layers
     layers = []
     if config.horizontal_flip:
@@ -84,26 +85,40 @@ def _augmenter(config: TrainConfig, seed: int):
         layers.append(L.RandomTranslation(config.shift, config.shift, fill_mode="nearest", seed=seed + 2))
     if config.zoom:
         layers.append(L.RandomZoom(config.zoom, fill_mode="nearest", seed=seed + 3))
-    if config.contrast:
-        layers.append(L.RandomContrast(config.contrast, seed=seed + 4))
-    return keras.Sequential(layers, name="augment") if layers else None
+    geometric = keras.Sequential(layers, name="augment") if layers else None
+    contrast = L.RandomContrast(config.contrast, seed=seed + 4) if config.contrast else None
+    return geometric, contrast
 
 
-def make_dataset(x, y, n_classes, weights, config: TrainConfig, teacher: np.ndarray | None = None):
+def make_dataset(x, y, n_classes, weights, config: TrainConfig, teacher: np.ndarray | None = None,
+                 masks: np.ndarray | None = None, mask_size: tuple[int, int] | None = None):
     """Augmented, shuffled batches of (image, target, class weight); the target is the one-hot label, or with
-    ``teacher`` (scores of the same images) the mean of the label and the teacher's scores."""
+    ``teacher`` (scores of the same images) the mean of the label and the teacher's scores. With ``masks``
+    (NaN where unknown), the batches are (image, (target, mask), (class weight, 1 where the mask is known)),
+    each mask moved with its image and scaled to ``mask_size``, the last feature map's."""
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     if teacher is not None:
         onehot = (onehot + teacher.astype(np.float32)) / 2
     sw = weights[y].astype(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((x, onehot, sw))
+    if masks is None:
+        ds = tf.data.Dataset.from_tensor_slices((x, onehot, sw))
+    else:
+        known = ~np.isnan(masks).any(axis=(1, 2))
+        ds = tf.data.Dataset.from_tensor_slices(
+            (np.concatenate([x, np.nan_to_num(masks)[..., None]], axis=-1), (onehot, known.astype(np.float32)), sw))
     ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
-    augment = _augmenter(config, config.seed)
+    geometric, contrast = _augmenters(config, config.seed)
     brightness = config.brightness
 
     def aug(xb, yb, wb):
-        if augment is not None:
-            xb = augment(xb, training=True)
+        if geometric is not None:
+            xb = geometric(xb, training=True)
+        if masks is not None:  # the mask rode along as a last channel
+            xb, mb = xb[..., :-1], tf.image.resize(xb[..., -1:], mask_size, method="area")
+            (yb, kb) = yb
+            yb, wb = (yb, mb), (wb, kb[:, None, None])  # the mask's loss is per pixel
+        if contrast is not None:
+            xb = contrast(xb, training=True)
         if brightness:
             xb = xb + tf.random.uniform((tf.shape(xb)[0], 1, 1, 1), -brightness, brightness)
         return xb, yb, wb
@@ -144,10 +159,19 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     steps = int(np.ceil(len(tr.x) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * config.epochs,
                                                       alpha=0.01)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                  weighted_metrics=["accuracy"])
-    ds = make_dataset(tr.x, tr.y, n_classes, class_weights(tr.y, n_classes, config.class_weights), config, teacher)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    weights = class_weights(tr.y, n_classes, config.class_weights)
+    guided = tr.masks is not None and config.mask_weight > 0 and not np.isnan(tr.masks).any(axis=(1, 2)).all()
+    if guided:
+        trainer, mask_size = with_finding_head(model)
+        trainer.compile(optimizer=optimizer, loss=[loss, keras.losses.BinaryCrossentropy(from_logits=True)],
+                        loss_weights=[1.0, config.mask_weight], weighted_metrics=[["accuracy"], []])
+        ds = make_dataset(tr.x, tr.y, n_classes, weights, config, teacher, tr.masks, mask_size)
+    else:
+        trainer = model
+        trainer.compile(optimizer=optimizer, loss=loss, weighted_metrics=["accuracy"])
+        ds = make_dataset(tr.x, tr.y, n_classes, weights, config, teacher)
     yv = np.eye(n_classes, dtype=np.float32)[va.y]
     # Train AUC is measured on a fixed unaugmented subset, so the log stays cheap on big sets.
     sub = np.random.default_rng(config.seed).permutation(len(tr.x))[:TRAIN_AUC_IMAGES]
@@ -160,24 +184,25 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
-            h = model.fit(ds, epochs=1, verbose=0).history
+            h = trainer.fit(ds, epochs=1, verbose=0).history
             pv = model.predict(va.x, batch_size=512, verbose=0)
             pt = model.predict(tr.x[sub], batch_size=512, verbose=0)
             # Validation loss and accuracy from the same predictions: a second pass over validation gave nothing new.
-            val_loss = float(np.mean(model.loss(yv, pv)))
+            val_loss = float(np.mean(loss(yv, pv)))
             val_acc = float(np.mean(pv.argmax(1) == va.y))
             row = {
-                "epoch": epoch, "loss": h["loss"][0], "accuracy": h["accuracy"][0],
+                "epoch": epoch, "loss": h["loss"][0],
+                "accuracy": next(v[0] for k, v in h.items() if k.endswith("accuracy")),
                 "train_auc": auc_of(tr.y[sub], pt, pos), "val_loss": val_loss, "val_accuracy": val_acc,
                 "val_auc": auc_of(va.y, pv, pos),
-                "lr": float(schedule(model.optimizer.iterations)), "seconds": time.perf_counter() - t0,
+                "lr": float(schedule(optimizer.iterations)), "seconds": time.perf_counter() - t0,
             }
             log.append(row)
             if writer:
                 writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
                 log_file.flush()
-            stop = early.update(row["val_auc"])
-            if row["val_auc"] > best[0]:  # the best weights are kept whatever the gain
+            stop = early.update(row["val_auc"]) and config.checkpoint == "best"
+            if config.checkpoint == "best" and row["val_auc"] > best[0]:  # kept whatever the gain
                 best = (row["val_auc"], epoch, model.get_weights())
             if progress:
                 progress(epoch, config.epochs, row)
@@ -186,5 +211,21 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     finally:
         if log_file:
             log_file.close()
-    model.set_weights(best[2])
+    if config.checkpoint == "best":
+        model.set_weights(best[2])
+    else:
+        best = (log[-1]["val_auc"], len(log), None)
     return TrainResult(model, log, best[1], time.perf_counter() - t_start)
+
+
+def with_finding_head(model: "keras.Model") -> tuple["keras.Model", tuple[int, int]]:
+    """A training model with a second output: a 1x1 convolution of the last feature map (the one the heatmap
+    is made of) that predicts where the finding is, as logits. Its loss teaches the features to hold the
+    finding, not what surrounds it; the deployed model is ``model`` alone, unchanged. Also the feature map's
+    size."""
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    if not pools:
+        raise ValueError(f"{model.name}: masks need a model whose head is global average pooling")
+    fmap = pools[-1].input
+    finding = keras.layers.Conv2D(1, 1, name="finding_mask")(fmap)
+    return keras.Model(model.input, [model.output, finding], name=f"{model.name}_with_masks"), tuple(fmap.shape[1:3])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.metrics import bootstrap_auc_ci, ovr_auc, roc_auc
-from .data import Arrays, TrainingData
+from .data import TrainingData
 from .fit import positive_index, train
 
 
@@ -37,7 +37,7 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None,
     rows = []
     for f, idx in nested_samples(tr.y, fractions, seed=0).items():
         config, recipe = config_for(len(idx))
-        sample = dataclasses.replace(data, splits={**data.splits, "train": Arrays(tr.x[idx], tr.y[idx])})
+        sample = dataclasses.replace(data, splits={**data.splits, "train": tr.take(idx)})
         pos = positive_index(data, config)
         for init in (None, encoder) if encoder else (None,):
             result = train(sample, config, init=init)

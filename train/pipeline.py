@@ -19,9 +19,9 @@ from .fit import auc_of, positive_class, train
 from .pretrain import describe, encoder_for
 
 
-def load_data_for(source: str, config: TrainConfig, data_dir=None) -> TrainingData:
+def load_data_for(source: str, config: TrainConfig, data_dir=None, masks=None) -> TrainingData:
     return load_training_data(source, data_dir=data_dir, image_size=config.image_size, color=config.color,
-                              val_fraction=config.val_fraction, seed=config.seed)
+                              val_fraction=config.val_fraction, seed=config.seed, masks=masks)
 
 
 def intended_use(data: TrainingData, config: TrainConfig) -> IntendedUse:
@@ -58,6 +58,14 @@ def pretrained_encoder(data: TrainingData, config: TrainConfig, out: Path, unlab
     return encoder_for(x, config, out / "encoder", progress,
                        {"training_images": int(len(data.splits["train"].x)),
                         "unlabelled_folders": [str(u) for u in unlabelled], "unlabelled_skipped": skipped})
+
+
+def masks_used(data: TrainingData, config: TrainConfig) -> int | None:
+    """How many training images taught the model where their finding is (--masks), or None."""
+    masks = data.splits["train"].masks
+    if masks is None or config.mask_weight <= 0:
+        return None
+    return int((~np.isnan(masks).any(axis=(1, 2))).sum())
 
 
 def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=None, data: TrainingData | None = None,
@@ -105,6 +113,7 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
         "best_epoch": result.best_epoch, "epochs_run": len(result.log),
         "train_seconds": round(time.perf_counter() - t0, 1), "seed": config.seed,
         "skipped_files": list(data.skipped), "positive_class": positive, "pretraining": pretraining,
+        "finding_masks": masks_used(data, config),
         "distilled_from": f"the ensemble of {folds} cross-validation folds' models" if distil else None,
     }
     contract = Contract(

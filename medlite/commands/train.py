@@ -32,6 +32,10 @@ def register(sub, common) -> None:
     p.add_argument("--unlabelled", nargs="+", default=(), metavar="DIR",
                    help="folders of images without labels that the recipe's pretraining also learns from "
                         "(the small-data recipe pretrains on its training images by default)")
+    p.add_argument("--masks", metavar="DIR",
+                   help="the training images' findings as masks, laid out as the class folders are "
+                        "(DIR/<class>/<name>_mask*.png, BUSI's layout; an empty mask: no finding): the model also "
+                        "learns where each finding is, which its heatmap then shows (a test split's are never read)")
     p.add_argument("--label-fractions", type=fractions, metavar="F,F,...",
                    help="also train on these shares of the labelled training images (e.g. 0.05,0.1,0.25,0.5,1) "
                         "and write the label-efficiency curve (AUC against labelled images, with 95%% intervals) "
@@ -151,6 +155,8 @@ def check_recipe(config) -> None:
         raise UsageError(f"--pretrain must be none or one of {', '.join(PRETRAINING)}, got {config.pretrain!r}")
     if config.calibration not in METHODS:
         raise UsageError(f"--calibration must be one of {', '.join(METHODS)}, got {config.calibration!r}")
+    if config.checkpoint not in ("best", "last"):
+        raise UsageError(f"--checkpoint must be best or last, got {config.checkpoint!r}")
 
 
 def run(args) -> int:
@@ -170,7 +176,7 @@ def run(args) -> int:
     config = load_config(args.config, family).updated(**overrides)
     check_recipe(config)
     con = console(args)
-    data = load_data_for(args.data, config, args.data_dir)
+    data = load_data_for(args.data, config, args.data_dir, args.masks)
     config, recipe = choose_recipe(config, len(data.splits["train"].y), args.config, family, overrides)
     if args.distil and not args.folds:
         raise UsageError("--distil learns from the cross-validation folds' models: add --folds K")
@@ -180,6 +186,10 @@ def run(args) -> int:
                           "this recipe does not pretrain: add --pretrain simclr"))
     con.print(f"recipe: {recipe}" + (f"; starting from the encoder {args.init}" if args.init else
                                       f"; pretraining: {config.pretrain}" if config.pretrain != "none" else ""))
+    if args.masks:
+        from medlite.train.pipeline import masks_used
+
+        con.print(f"finding masks: {masks_used(data, config) or 0} of {len(data.splits['train'].y)} training images")
     train_with_progress(args.data, config, args.out, con, data_dir=args.data_dir, data=data, folds=args.folds,
                         recipe=recipe, init=args.init, unlabelled=args.unlabelled, distil=args.distil)
     if args.label_fractions:
