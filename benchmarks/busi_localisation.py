@@ -180,10 +180,11 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--test-fraction", type=float, default=0.5, help="share of each class kept aside (default half)")
     ap.add_argument("--train-args", default="", help="more `medlite train` flags, quoted (e.g. '--folds 5')")
+    ap.add_argument("--split-seed", type=int, default=0, help="which random split into halves (default 0)")
     args = ap.parse_args()
     busi = (args.data_dir / "busi").resolve()
     out = args.out.resolve()
-    held = split(busi, out / "split", args.test_fraction)
+    held = split(busi, out / "split", args.test_fraction, args.split_seed)
     shutil.rmtree(out / "bundle", ignore_errors=True)
     # The kept-aside half is the bundle's test split: reported in metrics.json, never used for a choice.
     train_s = medlite("train", "--data", str(out / "split"), "--image-size", str(args.image_size), "--out",
