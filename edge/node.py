@@ -1,4 +1,5 @@
-"""The cart as a DICOM node: images in by C-STORE, one Structured Report out per image, forwarded to the PACS.
+"""The cart as a DICOM node: images in by C-STORE, one Structured Report out per image (and its heatmap as a
+picture and a Segmentation: edge/study_objects.py), forwarded to the PACS.
 
 An image is on disk (temporary name, fsync, rename) before its C-STORE
 response says success; the model runs on its own thread, so a slow model never

@@ -52,8 +52,9 @@ def register(sub, common) -> None:
                    help="an image whose analysis fails N times, restarts included, goes to failed/ with a report "
                         "saying it could not be analysed (default 3)")
     p.add_argument("--no-heatmap", dest="heatmap", action="store_false",
-                   help="leave the heatmap's peak and box out of the reports (by default a report marks them on the "
-                        "image, where the model gives a feature map)")
+                   help="make no heatmap: by default, where the model gives a feature map, a report marks the "
+                        "heatmap's peak and box on the image, and the heatmap goes to the study as a picture over "
+                        "the image (Secondary Capture) and, for a single-frame image, as a Segmentation")
     p.set_defaults(run=run)
 
 
