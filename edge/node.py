@@ -251,15 +251,7 @@ class Node:
         the image's: it waits in incoming/ until there is room (images sent meanwhile are refused with "out of
         resources", so their senders keep them)."""
         try:
-            try:
-                recs, report, made = self._report(decoded)
-            except Exception as e:
-                if _disk_full(e):
-                    raise
-                self._analysis_failed(path, decoded, type(e).__name__)
-                return
-            path.with_suffix(".failures").unlink(missing_ok=True)
-            self._finish(path, recs, report, made)
+            self._analyse_once(path, decoded)
         except OSError as e:
             if not _disk_full(e):
                 raise
@@ -267,6 +259,18 @@ class Node:
                       "in %.0f s", self.s.out, e.strerror, path.stem, DISK_FULL_RETRY_S)
             if not self._halt.wait(DISK_FULL_RETRY_S):
                 self._work.put(path)
+
+    def _analyse_once(self, path: Path, decoded: Decoded) -> None:
+        """Report the image and let it go, or count a failed analysis; a full disk is raised, not counted."""
+        try:
+            recs, report, made = self._report(decoded)
+        except Exception as e:
+            if _disk_full(e):
+                raise
+            self._analysis_failed(path, decoded, type(e).__name__)
+            return
+        path.with_suffix(".failures").unlink(missing_ok=True)
+        self._finish(path, recs, report, made)
 
     def _report(self, decoded: Decoded) -> tuple[list[dict], str | None, dict]:
         """The image's records (one per frame under the frame policy 'all'), and its report and heatmap objects,

@@ -117,7 +117,8 @@ def rich_table(report: dict):
     for r in sorted(report["rows"], key=lambda r: flat_row(r)["p50_ms"] or 0.0):
         f = flat_row(r)
         t.add_row(f["variant"], f["backend"], str(f["threads"] or "default"), f"{f['size_bytes'] / 1024:.1f}",
-                  _fmt(f["p50_ms"], ".4f"), _fmt(f["p99_ms"], ".4f"), _fmt(f["auc"], ".4f"), _fmt(f["sensitivity"], ".3f"),
+                  _fmt(f["p50_ms"], ".4f"), _fmt(f["p99_ms"], ".4f"), _fmt(f["auc"], ".4f"),
+                  _fmt(f["sensitivity"], ".3f"),
                   _fmt(f["specificity"], ".3f"), _fmt(f["agreement_with_fp32"], ".3f"),
                   "*" if id(r) in front else "")
     return t

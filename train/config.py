@@ -28,7 +28,9 @@ class TrainConfig:
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     pretrain: str = field(default="none", metadata={"help": 'self-supervised pretraining of the encoder on the training images (and --unlabelled folders) before training: "simclr", "restore" or "none"'})
     pretrain_epochs: int = field(default=100, metadata={"help": "pretraining epochs (passes over the unlabelled images)"})
-    mask_weight: float = field(default=1.0, metadata={"help": 'with --masks: the weight of the loss that teaches the last feature map where the finding is (0: masks unused)'})
+    mask_weight: float = field(default=1.0, metadata={"help": "with --masks: the weight of the loss that teaches "
+                                                              "the last feature map where the finding is (0: masks "
+                                                              "unused)"})
     class_weights: str = field(default="balanced", metadata={"help": '"balanced" (inverse class frequency) or "none"'})
     rotation_deg: float = field(default=10.0, metadata={"help": 'augmentation: random rotation, +/- degrees (anatomy stays upright)'})
     shift: float = field(default=0.08, metadata={"help": 'augmentation: random shift, fraction of the side'})
@@ -37,7 +39,10 @@ class TrainConfig:
     contrast: float = field(default=0.15, metadata={"help": 'augmentation: random contrast, +/- fraction'})
     horizontal_flip: bool = field(default=False, metadata={"help": 'off: left and right differ in anatomy (heart, situs); on for symmetric tasks'})
     patience: int = field(default=10, metadata={"help": 'early stopping: epochs without a validation AUC at least min_delta above the last such gain'})
-    checkpoint: str = field(default="best", metadata={"help": '"best": the weights of the epoch with the best validation AUC (early stopping on); "last": the schedule\'s end (no early stopping), for a validation split too small to pick an epoch'})
+    checkpoint: str = field(default="best", metadata={"help": '"best": the weights of the epoch with the best '
+                                                              'validation AUC (early stopping on); "last": the '
+                                                              "schedule's end (no early stopping), for a validation "
+                                                              "split too small to pick an epoch"})
     min_delta: float = field(default=0.001, metadata={"help": 'early stopping: the validation AUC gain that counts as progress'})
     seed: int = field(default=0, metadata={"help": 'fixes weights, shuffling, augmentation and the validation split'})
     val_fraction: float = field(default=0.1, metadata={"help": 'stratified validation split when the data has none'})

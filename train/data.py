@@ -26,6 +26,11 @@ class Arrays:
     # it; NaN where no mask is known. None: no masks at all.
     masks: np.ndarray | None = None
 
+    @property
+    def with_mask(self) -> np.ndarray:
+        """Which images have a known mask (none, without masks)."""
+        return np.zeros(len(self.y), bool) if self.masks is None else ~np.isnan(self.masks).any(axis=(1, 2))
+
     def take(self, idx) -> "Arrays":
         return Arrays(self.x[idx], self.y[idx], None if self.masks is None else self.masks[idx])
 

@@ -162,7 +162,7 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
     weights = class_weights(tr.y, n_classes, config.class_weights)
-    guided = tr.masks is not None and config.mask_weight > 0 and not np.isnan(tr.masks).any(axis=(1, 2)).all()
+    guided = config.mask_weight > 0 and tr.with_mask.any()
     if guided:
         trainer, mask_size = with_finding_head(model)
         trainer.compile(optimizer=optimizer, loss=[loss, keras.losses.BinaryCrossentropy(from_logits=True)],

@@ -62,10 +62,10 @@ def pretrained_encoder(data: TrainingData, config: TrainConfig, out: Path, unlab
 
 def masks_used(data: TrainingData, config: TrainConfig) -> int | None:
     """How many training images taught the model where their finding is (--masks), or None."""
-    masks = data.splits["train"].masks
-    if masks is None or config.mask_weight <= 0:
+    tr = data.splits["train"]
+    if tr.masks is None or config.mask_weight <= 0:
         return None
-    return int((~np.isnan(masks).any(axis=(1, 2))).sum())
+    return int(tr.with_mask.sum())
 
 
 def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=None, data: TrainingData | None = None,
