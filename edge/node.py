@@ -20,6 +20,7 @@ Log lines name SOP Instance UIDs and AE titles, never patient data.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import logging
@@ -64,6 +65,7 @@ TRANSFER_SYNTAXES = (
 )
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
+_LIBC = ctypes.CDLL(None) if os.name == "posix" else None  # the C library the process runs on
 DISK_FULL_RETRY_S = 10.0  # with OUT full, an image's analysis is tried again this often
 
 
@@ -222,12 +224,15 @@ class Node:
     # let go.
     def _analyse_loop(self) -> None:
         with Engine(self._job, self.s.workers) as engine:
-            stopping = False
+            stopping, busy = False, False
             while not stopping or len(engine):
                 while not stopping and not engine.full():
                     if self._halt.is_set():
                         stopping = True  # what is still queued stays in incoming/ for the next start
                         break
+                    if busy and not len(engine) and self._work.empty():  # a burst is over: idle from here
+                        _give_back_freed_memory()
+                        busy = False
                     try:  # wait for work only when there is nothing to finish meanwhile
                         path = self._work.get(timeout=0.02 if len(engine) else None)
                     except queue.Empty:
@@ -239,6 +244,7 @@ class Node:
                 decoded = engine.next(timeout=0.05)
                 if decoded is None:
                     continue
+                busy = True
                 try:
                     self._analyse(Path(decoded.file), decoded)
                 except Exception as e:  # this thread must live on, or the node takes images it never reports
@@ -359,6 +365,15 @@ class Node:
                 raise
         finally:
             os.close(fd)
+
+
+def _give_back_freed_memory() -> None:
+    """Return the heap's free pages to the system (glibc's malloc_trim). glibc keeps what a large image's
+    heatmap objects freed (a 3.6-megapixel CR's: some 60 MB) for reuse, so without this the node would stay at
+    its burst's peak long after it (benchmarks/RESULTS.md). Elsewhere (musl, macOS) nothing is done."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _disk_full(e: BaseException) -> bool:
