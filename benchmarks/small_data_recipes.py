@@ -1,7 +1,7 @@
 """Training recipes for small data, compared by cross-validation on training splits only (never a test split).
 
     python benchmarks/small_data_recipes.py --data-dir ../shared/data --busi-train busi-run/split/train [--folds 3]
-        [--busi-masks ../shared/data/busi/masks]
+        [--busi-masks ../shared/data/busi/masks] [--busi-size 128] [--crop center]
 
 Data sets: BUSI's training half (a class folder of breast ultrasound, benign / malignant / normal, 128 px;
 ``benchmarks/busi_localisation.py`` makes it and keeps the other half aside) and a 500-image sample of
@@ -45,6 +45,15 @@ CANDIDATES = {
     "60 epochs, strong augmentation, width 16": {"epochs": 60, "patience": 20, **STRONG,
                                                  "model_options": {"width": 16, "dense": 64, "dropout": 0.3}},
     "60 epochs, SimCLR pretraining": {"epochs": 60, "patience": 20, "pretrain": "simclr"},
+    "60 epochs, SimCLR pretraining, 4 stages, last epoch": {"epochs": 60, "pretrain": "simclr", "checkpoint": "last",
+                                                            "model_options": {"width": 32, "dense": 128,
+                                                                              "dropout": 0.3, "stages": 4}},
+    # Left and right mirror each other in a breast's ultrasound, not in a chest (heart, situs).
+    "60 epochs, SimCLR pretraining, horizontal flip": {"epochs": 60, "patience": 20, "pretrain": "simclr",
+                                                       "horizontal_flip": True},
+    "60 epochs, SimCLR pretraining, 4 stages": {"epochs": 60, "patience": 20, "pretrain": "simclr",
+                                                "model_options": {"width": 32, "dense": 128, "dropout": 0.3,
+                                                                  "stages": 4}},
     "60 epochs, restore pretraining": {"epochs": 60, "patience": 20, "pretrain": "restore"},
     "60 epochs, SimCLR pretraining, strong augmentation": {"epochs": 60, "patience": 20, "pretrain": "simclr",
                                                            **STRONG},
@@ -65,7 +74,7 @@ def compare(data, overrides: dict, k: int, encoders: dict, tmp: str) -> dict:
     n = len(data.label_names)
     init = None
     if config.pretrain != "none":
-        key = (data.name, config.pretrain, config.pretrain_epochs)
+        key = (data.name, config.model, repr(config.model_options), config.pretrain, config.pretrain_epochs)
         if key not in encoders:
             pooled = Arrays.joined([data.splits[s] for s in ("train", "val") if s in data.splits])
             encoders[key] = encoder_for(pooled.x, config, f"{tmp}/{len(encoders)}")
@@ -95,13 +104,15 @@ def main() -> None:
     ap.add_argument("--busi-train", type=Path, required=True, help="BUSI's training half (busi_localisation.py)")
     ap.add_argument("--busi-masks", type=Path, help="BUSI's lesion masks (../shared/data/busi/masks)")
     ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--busi-size", type=int, default=128, help="BUSI's input side in pixels")
+    ap.add_argument("--crop", default="center", help="BUSI's preprocessing crop: center or none")
     ap.add_argument("--only", nargs="*", help="candidate names to run (default all)")
     ap.add_argument("--sets", default="busi,pneumonia", help="data sets to run, of busi and pneumonia")
     args = ap.parse_args()
     sets = {}
     if "busi" in args.sets:
-        sets["BUSI training half, 128 px"] = load_training_data(str(args.busi_train), image_size=128,
-                                                                masks=args.busi_masks)
+        sets[f"BUSI training half, {args.busi_size} px"] = load_training_data(
+            str(args.busi_train), image_size=args.busi_size, masks=args.busi_masks, crop=args.crop)
     if "pneumonia" in args.sets:
         sets["PneumoniaMNIST, 500 training images, 28 px"] = pneumonia_sample(args.data_dir)
     for name, data in sets.items():

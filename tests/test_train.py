@@ -86,6 +86,16 @@ def test_builders_are_keyword_only_and_check_options():
     small = build("mobilenet_v2", input_shape=(28, 28, 1), num_classes=2, alpha=0.35).count_params()
     big = build("mobilenet_v2", input_shape=(28, 28, 1), num_classes=2, alpha=1.0).count_params()
     assert big > 3 * small
+    with pytest.raises(ValueError, match="stages must be 1 or more"):
+        build("small_cnn", input_shape=(28, 28, 1), num_classes=2, stages=0)
+
+
+@pytest.mark.parametrize("stages, side", [(3, 16), (4, 8)])
+def test_the_small_cnn_halves_its_map_and_doubles_its_width_each_stage(stages, side):
+    """At 128 px the stem halves the image, then each stage but the last halves it again: the map the heatmap
+    is drawn from is 16x16 with three stages and 8x8 with four, 32 channels doubled at each stage."""
+    model = build("small_cnn", input_shape=(128, 128, 1), num_classes=3, stages=stages)
+    assert model.get_layer("gap").input.shape[1:] == (side, side, 32 * 2 ** (stages - 1))
 
 
 def test_stratified_split_keeps_class_shares_and_is_repeatable():

@@ -69,7 +69,8 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def load_training_data(source: str, *, data_dir=None, image_size: int = 28, color: str = "grey",
-                       val_fraction: float = 0.1, seed: int = 0, masks: str | Path | None = None) -> TrainingData:
+                       val_fraction: float = 0.1, seed: int = 0, masks: str | Path | None = None,
+                       crop: str = "center") -> TrainingData:
     """Load ``source`` (a MedMNIST name, an .npz path or a class folder) as model inputs; with ``masks``, a
     folder laid out as the class folder's training images are, the findings' masks of those images
     (``find_masks``)."""
@@ -77,7 +78,8 @@ def load_training_data(source: str, *, data_dir=None, image_size: int = 28, colo
     if masks is not None and not Path(masks).is_dir():
         raise DataError(f"{masks}: not a folder of masks")
     if path.is_dir():
-        return _from_folder(path, image_size, color, val_fraction, seed, None if masks is None else Path(masks))
+        return _from_folder(path, image_size, color, val_fraction, seed, None if masks is None else Path(masks),
+                            crop)
     if masks is not None:
         raise DataError(f"{source}: masks go with a class folder of images, not a MedMNIST file")
     ds = datasets.load_npz(path)
@@ -94,7 +96,7 @@ def load_training_data(source: str, *, data_dir=None, image_size: int = 28, colo
 
 
 def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, seed: int,
-                 masks_dir: Path | None = None) -> TrainingData:
+                 masks_dir: Path | None = None, crop: str = "center") -> TrainingData:
     """A folder with one subfolder per class (optionally under train/, val/, test/); the training images'
     masks from ``masks_dir`` (never a test split's)."""
     split_dirs = {s: root / s for s in datasets.SPLITS if (root / s).is_dir()}
@@ -105,7 +107,7 @@ def _from_folder(root: Path, image_size: int, color: str, val_fraction: float, s
         raise DataError(f"{root}: a class folder needs at least two subfolders, one per class "
                         f"(found {classes or 'none'})")
     spec = InputSpec(height=image_size, width=image_size, channels=1 if color == "grey" else 3)
-    pre = Preprocess(color=color)
+    pre = Preprocess(color=color, crop=crop)
     splits, skipped, digests, tags, ages = {}, [], [], set(), []
     for split, folder in split_dirs.items():
         xs, ys, ms = [], [], []

@@ -28,18 +28,22 @@ def _head(x, num_classes, dropout):
     return L.Softmax(name="probs")(x)
 
 
-def small_cnn(*, input_shape, num_classes, width=32, dense=128, dropout=0.3, name="small_cnn"):
-    """Conv/pool blocks, then a dense layer (``dense=0``: none), the classic small classifier for 28-64 px
-    images. From 96 px up a stride-2 stem halves the image first: a 128 px image then costs about what a
-    64 px one does, and the last feature map (16x16 at 128 px) still locates a finding for a heatmap."""
+def small_cnn(*, input_shape, num_classes, width=32, dense=128, dropout=0.3, stages=3, name="small_cnn"):
+    """Conv/pool blocks (``stages`` of them, each doubling the width), then a dense layer (``dense=0``: none),
+    the classic small classifier for 28-64 px images. From 96 px up a stride-2 stem halves the image first: a
+    128 px image then costs about what a 64 px one does, and the last feature map (16x16 at 128 px with three
+    stages) still locates a finding for a heatmap."""
+    if stages < 1:
+        raise ValueError(f"stages must be 1 or more, got {stages}")
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if min(input_shape[:2]) >= 96:
         x = _conv_bn(x, width, 3, 2, "stem")
-    for i, mult in enumerate((1, 2, 4)):
-        x = _conv_bn(x, width * mult, 3, 1, f"block{i + 1}a")
-        x = _conv_bn(x, width * mult, 3, 1, f"block{i + 1}b")
-        x = L.MaxPooling2D(2, name=f"block{i + 1}_pool")(x) if i < 2 else L.GlobalAveragePooling2D(name="gap")(x)
+    for i in range(stages):
+        x = _conv_bn(x, width * 2**i, 3, 1, f"block{i + 1}a")
+        x = _conv_bn(x, width * 2**i, 3, 1, f"block{i + 1}b")
+        last = i == stages - 1
+        x = L.GlobalAveragePooling2D(name="gap")(x) if last else L.MaxPooling2D(2, name=f"block{i + 1}_pool")(x)
     if dense:
         x = L.Dense(dense, name="dense")(x)
         x = L.ReLU(name="dense_relu")(x)
