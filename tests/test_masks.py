@@ -116,3 +116,22 @@ def test_train_with_masks_teaches_the_finding_and_deploys_the_same_model(busi_ma
     assert p.label in ("benign", "malignant", "normal") and p.heatmap is not None
     assert main([*common, "--masks", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) != 0
     assert "not a folder of masks" in capsys.readouterr().err
+
+
+def test_without_the_centre_crop_the_whole_image_and_its_mask_are_scaled(busi_masked, data_dir):
+    """``crop="none"`` (a recipe comparison in benchmarks/small_data_recipes.py): the whole image is stretched
+    to the input, the contract says so, and a lesion's mask moves with it: its box is INDEX.tsv's scaled by
+    64/width and 64/height, with nothing cut."""
+    root, masks = busi_masked
+    data = load_training_data(str(root), image_size=64, masks=masks, crop="none")
+    assert data.preprocess.crop == "none"
+    row = _index(data_dir)["images/benign/benign (10).png"]
+    w, h = int(row["width"]), int(row["height"])
+    mask = find_masks(masks / "benign" / "benign (10).png", (h, w), data.preprocess, data.spec)
+    ys, xs = np.nonzero(mask > 0.5)
+    x0, x1 = int(row["bbox_x0"]) * 64 / w, int(row["bbox_x1"]) * 64 / w
+    y0, y1 = int(row["bbox_y0"]) * 64 / h, int(row["bbox_y1"]) * 64 / h
+    assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5
+    assert abs(ys.min() - y0) <= 1.5 and abs(ys.max() + 1 - y1) <= 1.5
+    train = data.splits["train"]
+    assert any(np.array_equal(m, mask) for m in train.masks[train.with_mask])
