@@ -13,7 +13,7 @@ import numpy as np
 from ..edge.metrics import ovr_auc, roc_auc
 from ..measure.datasets import POSITIVE_CLASS
 from .config import TrainConfig
-from .data import TrainingData
+from .data import Arrays, TrainingData
 from .models import build
 from .pretrain import load_into
 from .tf import keras, tf
@@ -103,7 +103,7 @@ def make_dataset(x, y, n_classes, weights, config: TrainConfig, teacher: np.ndar
     if masks is None:
         ds = tf.data.Dataset.from_tensor_slices((x, onehot, sw))
     else:
-        known = ~np.isnan(masks).any(axis=(1, 2))
+        known = Arrays(x, y, masks).with_mask
         ds = tf.data.Dataset.from_tensor_slices(
             (np.concatenate([x, np.nan_to_num(masks)[..., None]], axis=-1), (onehot, known.astype(np.float32)), sw))
     ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
