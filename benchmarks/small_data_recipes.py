@@ -62,6 +62,14 @@ CANDIDATES = {
     "60 epochs, SimCLR pretraining, last epoch": {"epochs": 60, "pretrain": "simclr", "checkpoint": "last"},
     "60 epochs, SimCLR pretraining, finding masks, last epoch": {"epochs": 60, "pretrain": "simclr",
                                                                  "mask_weight": 1.0, "checkpoint": "last"},
+    # More steps: 171 images make 3 steps of 64 an epoch, so 60 epochs are 180 steps in all.
+    "150 epochs, SimCLR pretraining, last epoch": {"epochs": 150, "pretrain": "simclr", "checkpoint": "last"},
+    # Fine-tuned at batch 16. Run with a candidate above, it starts from that candidate's encoder, pretrained
+    # at batch 64 (an encoder's key leaves the batch out, and SimCLR wants big batches).
+    "60 epochs, batch 16, SimCLR pretraining, last epoch": {"epochs": 60, "batch_size": 16, "pretrain": "simclr",
+                                                           "checkpoint": "last"},
+    "60 epochs, SimCLR pretraining, mixup 0.4, last epoch": {"epochs": 60, "pretrain": "simclr", "mixup": 0.4,
+                                                            "checkpoint": "last"},
 }
 MASKLESS = {"mask_weight": 0.0}  # every candidate that names no mask weight ignores the masks
 

@@ -76,6 +76,37 @@ def test_checkpoint_last_runs_the_whole_schedule_and_keeps_its_end(data_dir):
     assert len(best.log) == 2 and best.best_epoch in (1, 2)  # min_delta 0.5: no epoch's gain counts
 
 
+def test_mixup_blends_each_image_with_another_and_its_target_and_weight_alike(real_batch):
+    """With mixup on (and no other augmentation), every training image is one real image blended with another of
+    its batch, and its target and class weight are the same blend of theirs; some are truly mixed."""
+    from medlite.train.fit import make_dataset
+
+    x, y = real_batch
+    x, y = x[:16], y[:16]
+    weights, onehot = np.array([1.0, 3.0]), np.eye(2)[y]
+    config = TrainConfig(rotation_deg=0, shift=0, zoom=0, contrast=0, brightness=0, batch_size=16, mixup=0.4)
+    xb, yb, wb = (t.numpy() for t in next(iter(make_dataset(x, y, 2, weights, config))))
+    flat, mixed = x.reshape(16, -1), 0
+    for k in range(16):
+        # The pair and the weight that rebuild image k best (least squares over every ordered pair).
+        fits = []
+        for i in range(16):
+            for j in range(16):
+                d = flat[i] - flat[j]
+                lam = 1.0 if i == j else float(np.clip(d @ (xb[k].ravel() - flat[j]) / (d @ d), 0, 1))
+                fits.append((np.abs(lam * flat[i] + (1 - lam) * flat[j] - xb[k].ravel()).max(), lam, i, j))
+        err, lam, i, j = min(fits)
+        assert err < 1e-4
+        if y[i] != y[j]:  # the label's blend says the weight too
+            assert np.allclose(yb[k], lam * onehot[i] + (1 - lam) * onehot[j], atol=1e-3)
+            assert np.isclose(wb[k], lam * weights[y[i]] + (1 - lam) * weights[y[j]], atol=1e-3)
+            mixed += 0.05 < lam < 0.95
+        assert np.isclose(yb[k].sum(), 1, atol=1e-5)
+    assert mixed >= 2
+    plain = next(iter(make_dataset(x, y, 2, weights, config.updated(mixup=0.0))))[1].numpy()
+    assert set(np.unique(plain)) <= {0.0, 1.0}  # off, the targets stay one-hot
+
+
 def test_builders_are_keyword_only_and_check_options():
     with pytest.raises(TypeError):
         FAMILIES["small_cnn"]((28, 28, 1), 2)

@@ -37,6 +37,7 @@ class TrainConfig:
     zoom: float = field(default=0.1, metadata={"help": 'augmentation: random zoom, +/- fraction'})
     brightness: float = field(default=0.1, metadata={"help": 'augmentation: random brightness, +/- fraction of full scale'})
     contrast: float = field(default=0.15, metadata={"help": 'augmentation: random contrast, +/- fraction'})
+    mixup: float = field(default=0.0, metadata={"help": "mixup's Beta(a, a) parameter: each training image blended with another of its batch, labels alike (0: off)"})
     horizontal_flip: bool = field(default=False, metadata={"help": 'off: left and right differ in anatomy (heart, situs); on for symmetric tasks'})
     patience: int = field(default=10, metadata={"help": 'early stopping: epochs without a validation AUC at least min_delta above the last such gain'})
     checkpoint: str = field(default="best", metadata={"help": '"best": the weights of the epoch with the best '

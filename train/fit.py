@@ -121,6 +121,8 @@ def make_dataset(x, y, n_classes, weights, config: TrainConfig, teacher: np.ndar
             xb = contrast(xb, training=True)
         if brightness:
             xb = xb + tf.random.uniform((tf.shape(xb)[0], 1, 1, 1), -brightness, brightness)
+        if config.mixup:
+            xb, yb, wb = _mixup(xb, yb, wb, config.mixup)
         return xb, yb, wb
 
     # Fixed parallelism and autotuning off: with tf.data's autotuning on, one `fit` epoch in three returned
@@ -128,6 +130,25 @@ def make_dataset(x, y, n_classes, weights, config: TrainConfig, teacher: np.ndar
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.map(aug, num_parallel_calls=2).prefetch(2).with_options(options)
+
+
+def _mixup(xb, yb, wb, alpha: float):
+    """Mixup (Zhang et al. 2018): each image blended with another of the batch by a weight drawn from Beta(a, a),
+    its target, class weight and finding mask alike; a mask counts only where both images' masks are known."""
+    n = tf.shape(xb)[0]
+    g1, g2 = tf.random.gamma((n,), alpha), tf.random.gamma((n,), alpha)
+    lam = g1 / (g1 + g2)
+    other = tf.random.shuffle(tf.range(n))
+
+    def blend(a, shape):
+        w = tf.reshape(lam, shape)
+        return w * a + (1 - w) * tf.gather(a, other)
+
+    xb = blend(xb, (-1, 1, 1, 1))
+    if isinstance(yb, tuple):  # (target, mask), (class weight, mask known)
+        (y, m), (w, k) = yb, wb
+        return xb, (blend(y, (-1, 1)), blend(m, (-1, 1, 1, 1))), (blend(w, (-1,)), k * tf.gather(k, other))
+    return xb, blend(yb, (-1, 1)), blend(wb, (-1,))
 
 
 def class_weights(y: np.ndarray, n_classes: int, policy: str) -> np.ndarray:
