@@ -281,6 +281,33 @@ def test_folds_are_stratified_disjoint_and_cover_every_image(data_dir):
         folds(y, 1)
 
 
+@pytest.mark.parametrize("inner_val", [False, True])
+def test_cross_validation_picks_the_epoch_on_the_held_out_fold_or_on_a_split_of_its_own(data_dir, monkeypatch,
+                                                                                        inner_val):
+    """Each fold's model watches the held-out fold (the default, flattering), or with ``inner_val`` a tenth of
+    its own training images, which then never overlap the fold it is scored on; every image is scored once."""
+    import dataclasses
+
+    from medlite.train import crossval
+    from medlite.train.data import load_training_data
+
+    data = load_training_data("pneumoniamnist", data_dir=data_dir)
+    data = dataclasses.replace(data, splits={"train": data.splits["train"].take(slice(0, 120))})
+    seen, real = [], crossval.train
+    monkeypatch.setattr(crossval, "train", lambda fold, config, **kw: seen.append(fold) or real(fold, config, **kw))
+    cv = crossval.cross_validate(data, TrainConfig(epochs=1, batch_size=32), 2, inner_val=inner_val)
+    x = data.splits["train"].x
+    rows = {x[i].tobytes(): i for i in range(len(x))}
+    for held, fold in zip(crossval.folds(cv["y"], 2), seen):
+        val, tr = ({rows[im.tobytes()] for im in fold.splits[s].x} for s in ("val", "train"))
+        assert not val & tr and not tr & set(held.tolist())
+        if inner_val:
+            assert not val & set(held.tolist()) and len(val) == 6 and len(tr) == 54
+        else:
+            assert val == set(held.tolist())
+    assert np.all(cv["probs"].sum(1) > 0.99) and len(cv["auc"]["per_fold"]) == 2
+
+
 def test_train_cross_validates_the_recipe_when_asked(tmp_path, data_dir, capsys):
     """--folds 3 on 300 real chest X-rays: three held-out AUCs, their mean inside its 95% interval, in
     metrics.json and on the console; the bundle is trained as usual."""

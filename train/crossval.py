@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .config import TrainConfig
-from .data import Arrays, TrainingData
+from .data import Arrays, TrainingData, stratified_split
 from .fit import auc_of, positive_index, train
 from .pretrain import encoder_for
 
@@ -40,9 +40,12 @@ def interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def cross_validate(data: TrainingData, config: TrainConfig, k: int, progress=None, init=None,
-                   teach: np.ndarray | None = None) -> dict:
+                   teach: np.ndarray | None = None, inner_val: bool = False) -> dict:
     """Train ``config`` on all folds but one, K times, and score each held-out fold at its best epoch (early
-    stopping watches that fold, as it watches validation in a plain run). ``progress(fold, k, auc)`` after each.
+    stopping watches that fold, as it watches validation in a plain run, which flatters the estimate). With
+    ``inner_val``, each fold's training images give up ``config.val_fraction`` of themselves as the validation
+    that picks the epoch, as ``medlite train`` does, and the held-out fold is only scored: the honest estimate
+    of a recipe that keeps its best epoch. ``progress(fold, k, auc)`` after each.
     Returns {"folds", "auc": {"mean", "ci95", "per_fold"}, "best_epochs", "seconds"}; also ``"probs"`` and ``"y"``,
     every image's held-out scores in pooled order. Every fold starts from the encoder ``init``; with none and a
     recipe that pretrains, from one encoder pretrained on all the training images (their labels unused). With
@@ -57,7 +60,11 @@ def cross_validate(data: TrainingData, config: TrainConfig, k: int, progress=Non
             init = encoder_for(x, config, tmp)
         for i, held in enumerate(folds(y, k, config.seed)):
             keep = np.setdiff1d(np.arange(len(y)), held)
-            fold = dataclasses.replace(data, splits={"train": pooled.take(keep), "val": pooled.take(held)})
+            val = held
+            if inner_val:
+                inner, picked = stratified_split(y[keep], config.val_fraction, config.seed)
+                keep, val = keep[inner], keep[picked]
+            fold = dataclasses.replace(data, splits={"train": pooled.take(keep), "val": pooled.take(val)})
             result = train(fold, config, init=init)
             probs[held] = result.model.predict(x[held], batch_size=256, verbose=0)
             if teach is not None:
