@@ -327,14 +327,15 @@ def test_train_cross_validates_the_recipe_when_asked(tmp_path, data_dir, capsys)
 
 
 def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path, data_dir, capsys):
-    """300 real chest X-rays: the small CNN's small-data fields (60 epochs, SimCLR pretraining on the training
-    images) over its default recipe, named on the console and in bundle.json; a flag still wins (--epochs 1 and
+    """300 real chest X-rays: the small CNN's small-data fields (60 epochs to the schedule's end, SimCLR
+    pretraining on the training images) over its default recipe, named on the console and in bundle.json; a flag still wins (--epochs 1 and
     --pretrain-epochs 3 here, to keep the test short)."""
     from medlite.commands.train import choose_recipe
 
     default = load_config(family="small_cnn")
     small, name = choose_recipe(default, 300, None, "small_cnn", {})
-    assert small.epochs == 60 and small.patience == 20 and "small-data" in name and "300 images" in name
+    assert small.epochs == 60 and small.checkpoint == "last" and "small-data" in name and "300 images" in name
+    assert default.checkpoint == "best"
     assert small.pretrain == "simclr" and default.pretrain == "none"
     assert choose_recipe(default, 4000, None, "small_cnn", {})[0] == default
     assert choose_recipe(default, 300, None, "small_cnn", {"epochs": 3})[0].epochs == 3
