@@ -8,7 +8,9 @@ Data sets: BUSI's training half (a class folder of breast ultrasound, benign / m
 PneumoniaMNIST's training split (28 px chest X-rays), so that a recipe is judged on two tasks of a few hundred
 images each. Each data set's training images (its train and validation splits pooled) are cut into ``--folds``
 stratified folds; every candidate trains on all folds but one and is scored on that one: the fold's AUC
-(one-vs-rest macro for several classes) at the best epoch, and its balanced accuracy with the multi-class
+(one-vs-rest macro for several classes) at the epoch its recipe keeps (the last; or the best, picked by the
+held-out fold itself, which flatters it, unless the candidate picks it on a tenth of its own training images
+as ``medlite train`` does), and its balanced accuracy with the multi-class
 calibration fitted on the same fold (optimistic alike for every candidate). Prints a table per data set:
 mean and 95% t-interval over folds, and the time per fold. Candidates that pretrain the same way share one
 encoder per data set (pretrained once on all its training images, labels unused); its time is left out of the
