@@ -10,9 +10,9 @@ images each. Each data set's training images (its train and validation splits po
 stratified folds; every candidate trains on all folds but one and is scored on that one: the fold's AUC
 (one-vs-rest macro for several classes) at the epoch its recipe keeps (the last; or the best, picked by the
 held-out fold itself, which flatters it, unless the candidate picks it on a tenth of its own training images
-as ``medlite train`` does), and its balanced accuracy with the multi-class
-calibration fitted on the same fold (optimistic alike for every candidate). Prints a table per data set:
-mean and 95% t-interval over folds, and the time per fold. Candidates that pretrain the same way share one
+as ``medlite train`` does), and its balanced accuracy with the multi-class calibration fitted on the same fold
+(optimistic alike for every candidate). Prints a table per data set: mean and 95% t-interval over folds, and
+the time per fold. Candidates that pretrain the same way share one
 encoder per data set (pretrained once on all its training images, labels unused); its time is left out of the
 seconds per fold. With ``--busi-masks``, BUSI's training images carry their lesion masks, which only the
 candidates with a mask weight use (``train --masks``); PneumoniaMNIST has none, so those candidates skip it.
@@ -38,8 +38,8 @@ from medlite.train.data import Arrays, load_training_data
 from medlite.train.pretrain import encoder_for
 
 STRONG = {"rotation_deg": 15.0, "shift": 0.12, "zoom": 0.2, "brightness": 0.15, "contrast": 0.25}
-# The small CNN's default widths with its map halved once more: 8x8 at 128 px.
 INNER_VAL = "inner validation"  # a candidate's key (not a recipe field): cross_validate(inner_val=True)
+# The small CNN's default widths with its map halved once more: 8x8 at 128 px.
 FOUR_STAGES = {"model_options": {"width": 32, "dense": 128, "dropout": 0.3, "stages": 4}}
 CANDIDATES = {
     "default (12 epochs)": {},
@@ -84,8 +84,9 @@ MASKLESS = {"mask_weight": 0.0}  # every candidate that names no mask weight ign
 def compare(data, overrides: dict, k: int, encoders: dict, tmp: str) -> dict:
     """One candidate's cross-validation: the folds' AUC, and the balanced accuracy of the held-out scores with
     the multi-class calibration fitted on each fold itself (optimistic alike for every candidate)."""
-    inner_val = overrides.get(INNER_VAL, False)
-    config = load_config().updated(**{**MASKLESS, **{k: v for k, v in overrides.items() if k != INNER_VAL}})
+    overrides = dict(overrides)
+    inner_val = overrides.pop(INNER_VAL, False)
+    config = load_config().updated(**{**MASKLESS, **overrides})
     n = len(data.label_names)
     init = None
     if config.pretrain != "none":

@@ -328,8 +328,8 @@ def test_train_cross_validates_the_recipe_when_asked(tmp_path, data_dir, capsys)
 
 def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path, data_dir, capsys):
     """300 real chest X-rays: the small CNN's small-data fields (60 epochs to the schedule's end, SimCLR
-    pretraining on the training images) over its default recipe, named on the console and in bundle.json; a flag still wins (--epochs 1 and
-    --pretrain-epochs 3 here, to keep the test short)."""
+    pretraining on the training images) over its default recipe, named on the console and in bundle.json; a
+    flag still wins (--epochs 1 and --pretrain-epochs 3 here, to keep the test short)."""
     from medlite.commands.train import choose_recipe
 
     default = load_config(family="small_cnn")
