@@ -77,6 +77,8 @@ CANDIDATES = {
     # images, not by the held-out fold (which flatters "best epoch" above).
     "60 epochs, SimCLR pretraining, best epoch on a validation split": {"epochs": 60, "patience": 20,
                                                                         "pretrain": "simclr", INNER_VAL: True},
+    # Another family: EfficientNet-Lite0 fine-tuned from ImageNet weights, its own recipe as it stands.
+    "EfficientNet-Lite0 from ImageNet weights": {"model": "efficientnet_lite0"},
 }
 MASKLESS = {"mask_weight": 0.0}  # every candidate that names no mask weight ignores the masks
 
@@ -86,7 +88,7 @@ def compare(data, overrides: dict, k: int, encoders: dict, tmp: str) -> dict:
     the multi-class calibration fitted on each fold itself (optimistic alike for every candidate)."""
     overrides = dict(overrides)
     inner_val = overrides.pop(INNER_VAL, False)
-    config = load_config().updated(**{**MASKLESS, **overrides})
+    config = load_config(family=overrides.get("model")).updated(**{**MASKLESS, **overrides})
     n = len(data.label_names)
     init = None
     if config.pretrain != "none":

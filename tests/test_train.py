@@ -339,6 +339,12 @@ def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path
     assert small.pretrain == "simclr" and default.pretrain == "none"
     assert choose_recipe(default, 4000, None, "small_cnn", {})[0] == default
     assert choose_recipe(default, 300, None, "small_cnn", {"epochs": 3})[0].epochs == 3
+    # With no family named, a small split of images of 128 px and more fine-tunes ImageNet weights instead.
+    big, name = choose_recipe(default, 300, None, "small_cnn", {"epochs": 3}, side=128)
+    assert big.model == "efficientnet_lite0" and big.pretrain == "imagenet" and big.epochs == 3
+    assert "from ImageNet weights" in name and "of 128 px" in name
+    assert choose_recipe(default, 300, None, "small_cnn", {}, side=96)[0] == small
+    assert choose_recipe(default, 4000, None, "small_cnn", {}, side=128)[0] == default
     split = datasets.load("pneumoniamnist", data_dir).splits["train"]
     f = tmp_path / "small.npz"
     np.savez(f, train_images=split.images[:300], train_labels=split.labels[:300], test_images=split.images[300:400],

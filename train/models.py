@@ -54,12 +54,12 @@ def _make_divisible(v, divisor=8):
     return max(divisor, int(v + divisor / 2) // divisor * divisor)
 
 
-def _inverted_residual(x, expansion, filters, stride, name):
+def _inverted_residual(x, expansion, filters, stride, name, kernel=3):
     in_ch = x.shape[-1]
     y = x
     if expansion != 1:
         y = _conv_bn(y, in_ch * expansion, 1, 1, f"{name}_expand", "relu6")
-    y = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = L.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
     y = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(y)
     y = L.ReLU(6.0, name=f"{name}_dw_relu6")(y)
     y = L.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
@@ -96,6 +96,34 @@ def mobilenet_v2(*, input_shape, num_classes, alpha=0.35, dropout=0.2, name="mob
     return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
 
 
+# (kernel, expansion, channels, repeats, first stride) of EfficientNet-Lite0 (Tan and Le 2019). The Lite variants
+# drop squeeze-and-excitation and swish for ReLU6, so full-integer TFLite and the Edge TPU run them whole.
+_EFFICIENTNET_LITE0 = ((3, 1, 16, 1, 1), (3, 6, 24, 2, 2), (5, 6, 40, 2, 2), (3, 6, 80, 3, 2), (5, 6, 112, 3, 1),
+                       (5, 6, 192, 4, 2), (3, 6, 320, 1, 1))
+
+
+def efficientnet_lite0(*, input_shape, num_classes, dropout=0.2, output_stride=8, name="efficientnet_lite0"):
+    """EfficientNet-Lite0, the family that ImageNet weights fit (``medlite.train.imagenet``). Its input (0..1)
+    is mapped to -1..1, as those weights expect. ``output_stride`` 8 keeps the last two downsampling stages at
+    stride 1 (16 the last one), so a 128 px image's last feature map is 16x16 (8x8) rather than 4x4, fine enough
+    for a heatmap."""
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = L.Rescaling(2.0, offset=-1.0, name="to_signed")(inputs)
+    x = _conv_bn(x, 32, 3, 2, "stem", "relu6")
+    b = 0
+    for s, (k, t, c, n, stride) in enumerate(_EFFICIENTNET_LITE0):
+        if (output_stride <= 16 and s == 5) or (output_stride == 8 and s == 3):
+            stride = 1
+        for i in range(n):
+            x = _inverted_residual(x, t, c, stride if i == 0 else 1, f"mb{b}", kernel=k)
+            b += 1
+    x = _conv_bn(x, 1280, 1, 1, "top", "relu6")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
+
+
 def _basic_block(x, filters, stride, name):
     y = _conv_bn(x, filters, 3, stride, f"{name}_a")
     y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
@@ -117,7 +145,8 @@ def resnet(*, input_shape, num_classes, width=16, blocks=(2, 2, 2), dropout=0.2,
     return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
 
 
-FAMILIES = {"small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "resnet": resnet}
+FAMILIES = {"small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "resnet": resnet,
+            "efficientnet_lite0": efficientnet_lite0}
 
 
 def build(family: str, *, input_shape, num_classes, **options):

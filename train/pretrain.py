@@ -31,6 +31,8 @@ from .tf import keras, tf
 
 METHODS = ("simclr", "restore")
 DEFAULT_METHOD = "simclr"  # the better of the two in benchmarks/RESULTS.md
+# Not learnt here: the ImageNet weights that a package ships for one family (``imagenet.py``).
+IMAGENET, IMAGENET_FAMILY = "imagenet", "efficientnet_lite0"
 WEIGHTS, INFO = "encoder.weights.h5", "encoder.json"
 TEMPERATURE = 0.2  # NT-Xent: lower than SimCLR's 0.5, as its authors advise for small batches
 PATCH = 16  # restore: the side of a blanked square, in pixels at the model's input
@@ -144,7 +146,12 @@ def pretrain(x: np.ndarray, family: str, model_options: dict, *, method: str = "
 
 def encoder_for(x: np.ndarray, config, out: str | Path, progress=None, about: dict | None = None) -> Path:
     """Pretrain ``config.model`` with ``config.pretrain`` on the images ``x`` and save the encoder to ``out``,
-    with ``about`` (where the images came from) in its encoder.json."""
+    with ``about`` (where the images came from) in its encoder.json. ``imagenet`` reads its weights instead and
+    uses only the images' shape."""
+    if config.pretrain == IMAGENET:
+        from .imagenet import imagenet_encoder  # it imports this module's ``save``
+
+        return imagenet_encoder(out, x.shape[1:], config.model_options, about)
     model, losses, seconds = pretrain(x, config.model, config.model_options, method=config.pretrain,
                                       epochs=config.pretrain_epochs, batch_size=config.batch_size, seed=config.seed,
                                       progress=progress)

@@ -22,8 +22,8 @@ def register(sub, common) -> None:
                                    "validation and test, the training log and the recipe used. Recipe fields come "
                                    "from --config (YAML), then the flags below.")
     data_args(p)
-    p.add_argument("--model", help="model family: small_cnn, mobilenet_v2, resnet (default: the best default "
-                                   "recipe, small_cnn)")
+    p.add_argument("--model", help="model family: small_cnn, mobilenet_v2, resnet, efficientnet_lite0 (from "
+                                   "ImageNet weights) (default: the best default recipe, small_cnn)")
     p.add_argument("--config", help="recipe YAML file (fields as the flags below)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--init", metavar="ENCODER",
@@ -89,10 +89,13 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
         from medlite.train.pipeline import load_data_for, pretrained_encoder
 
         data = data or load_data_for(source, config, data_dir)
-        with epoch_progress(console, f"pretraining {config.model} ({config.pretrain})",
-                            config.pretrain_epochs) as on_epoch:
-            init = pretrained_encoder(data, config, Path(out), unlabelled,
-                                      lambda e, n, loss: on_epoch(e, n, {"loss": loss}))
+        if config.pretrain == "imagenet":  # read, not learnt: no epochs to show
+            init = pretrained_encoder(data, config, Path(out))
+        else:
+            with epoch_progress(console, f"pretraining {config.model} ({config.pretrain})",
+                                config.pretrain_epochs) as on_epoch:
+                init = pretrained_encoder(data, config, Path(out), unlabelled,
+                                          lambda e, n, loss: on_epoch(e, n, {"loss": loss}))
         console.print(f"pretrained encoder: {init}")
     with epoch_progress(console, f"training {config.model}", config.epochs) as on_epoch:
         bundle, metrics = train_bundle(source, config, out, data_dir=data_dir, data=data, progress=on_epoch,
@@ -142,6 +145,7 @@ def check_recipe(config) -> None:
     """The recipe's values that are words or ranges, checked before any image is read."""
     from medlite.train.calibration import METHODS
     from medlite.train.pipeline import parse_age_range
+    from medlite.train.pretrain import IMAGENET, IMAGENET_FAMILY
     from medlite.train.pretrain import METHODS as PRETRAINING
 
     if config.age_range:
@@ -151,8 +155,12 @@ def check_recipe(config) -> None:
             raise UsageError(f"--age-range: {e}") from None
     if config.if_age_missing not in ("reject", "answer"):
         raise UsageError(f"--if-age-missing must be reject or answer, got {config.if_age_missing!r}")
-    if config.pretrain not in ("none", *PRETRAINING):
-        raise UsageError(f"--pretrain must be none or one of {', '.join(PRETRAINING)}, got {config.pretrain!r}")
+    if config.pretrain not in ("none", *PRETRAINING, IMAGENET):
+        raise UsageError(f"--pretrain must be none, {IMAGENET} or one of {', '.join(PRETRAINING)}, "
+                         f"got {config.pretrain!r}")
+    if config.pretrain == IMAGENET and config.model != IMAGENET_FAMILY:
+        raise UsageError(f"--pretrain {IMAGENET}: the ImageNet weights are {IMAGENET_FAMILY}'s; add --model "
+                         f"{IMAGENET_FAMILY}")
     if config.calibration not in METHODS:
         raise UsageError(f"--calibration must be one of {', '.join(METHODS)}, got {config.calibration!r}")
     if config.checkpoint not in ("best", "last"):
@@ -177,12 +185,15 @@ def run(args) -> int:
     check_recipe(config)
     con = console(args)
     data = load_data_for(args.data, config, args.data_dir, args.masks)
-    config, recipe = choose_recipe(config, len(data.splits["train"].y), args.config, family, overrides)
+    # With no family named, a small split of large images fine-tunes ImageNet weights (choose_recipe).
+    side = None if (args.model or args.config or args.init) else min(data.spec.height, data.spec.width)
+    config, recipe = choose_recipe(config, len(data.splits["train"].y), args.config, family, overrides, side)
     if args.distil and not args.folds:
         raise UsageError("--distil learns from the cross-validation folds' models: add --folds K")
-    if args.unlabelled and (args.init or config.pretrain == "none"):
+    if args.unlabelled and (args.init or config.pretrain in ("none", "imagenet")):
         raise UsageError("--unlabelled is for the recipe's pretraining, and " +
                          ("--init gives an encoder already" if args.init else
+                          "ImageNet weights learn nothing from it" if config.pretrain == "imagenet" else
                           "this recipe does not pretrain: add --pretrain simclr"))
     con.print(f"recipe: {recipe}" + (f"; starting from the encoder {args.init}" if args.init else
                                       f"; pretraining: {config.pretrain}" if config.pretrain != "none" else ""))
@@ -198,7 +209,7 @@ def run(args) -> int:
 
         def config_for(n):
             return choose_recipe(load_config(args.config, family).updated(**overrides), n, args.config, family,
-                                 overrides)
+                                 overrides, side)
 
         def said(row):
             con.print(f"label efficiency: {row['labelled_images']} labelled images ({row['fraction']:g}), "
@@ -240,14 +251,21 @@ def encoder_fields(init: str, overrides: dict) -> str:
     return info["family"]
 
 
-def choose_recipe(config, n_train: int, path, family, overrides) -> tuple:
+def choose_recipe(config, n_train: int, path, family, overrides, side: int | None = None) -> tuple:
     """The recipe's small-data fields over it when the training split is small, and the recipe's name and why;
-    flags given on the command line still win."""
-    from medlite.train.config import SMALL_DATA_IMAGES, load_config
+    flags given on the command line still win. ``side`` (the input's side, given when no family, recipe or
+    encoder was named): a small split of images of at least IMAGENET_FROM_PX takes EfficientNet-Lite0's recipe,
+    fine-tuned from ImageNet weights, instead."""
+    from medlite.train.config import IMAGENET_FROM_PX, SMALL_DATA_IMAGES, load_config
+    from medlite.train.pretrain import IMAGENET_FAMILY
 
     source = path or f"{config.model} default"
     if n_train >= SMALL_DATA_IMAGES:
         return config, f"{source} (the training split has {n_train} images)"
+    if side is not None and side >= IMAGENET_FROM_PX:
+        return (load_config(None, IMAGENET_FAMILY).updated(**overrides, model=IMAGENET_FAMILY),
+                f"{IMAGENET_FAMILY} default, from ImageNet weights (the training split has {n_train} images, under "
+                f"{SMALL_DATA_IMAGES}, of {side} px, at least {IMAGENET_FROM_PX})")
     small = load_config(path, family, small_data=True).updated(**overrides)
     if small == config:
         return config, f"{source} (the training split has {n_train} images; the recipe has no small-data entry)"
