@@ -15,9 +15,11 @@ from medlite.train.models import FAMILIES, build
 
 pytestmark = pytest.mark.slow  # every test here trains or converts with TensorFlow
 
-# Layers that full-integer TFLite and the Edge TPU run natively (BatchNorm folds into the conv at conversion).
+# Layers that full-integer TFLite and the Edge TPU run natively (BatchNorm folds into the conv at conversion;
+# Rescaling, EfficientNet-Lite0's input scaling, becomes a MUL and an ADD).
 EDGE_FRIENDLY = {"InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "MaxPooling2D",
-                 "AveragePooling2D", "GlobalAveragePooling2D", "Dense", "Softmax", "Dropout", "Add", "Flatten"}
+                 "AveragePooling2D", "GlobalAveragePooling2D", "Dense", "Softmax", "Dropout", "Add", "Flatten",
+                 "Rescaling"}
 
 
 @pytest.fixture(scope="module")
