@@ -191,7 +191,10 @@ def load_npz(path: str | os.PathLike) -> Dataset:
                             "train_labels, val_images, val_labels (optional), test_images, test_labels")
         splits = {s: _split(npz, s, path) for s in SPLITS if f"{s}_images" in keys}
     name = path.stem.lower()
-    n_classes = int(max(s.labels.max() for s in splits.values())) + 1
+    labelled = [s.labels for s in splits.values() if len(s.labels)]  # a split may be empty (a test set alone)
+    if not labelled:
+        raise DataError(f"{path}: every split is empty: no images to train or measure on")
+    n_classes = int(max(labels.max() for labels in labelled)) + 1
     known = MEDMNIST.get(name, (None, None))[1] or (_ORGANS if name.startswith("organ") else None)
     label_names = known if known and len(known) == n_classes else tuple(f"class_{i}" for i in range(n_classes))
     return Dataset(name, str(path), file_hash(path), tuple(label_names), splits)

@@ -121,3 +121,19 @@ def test_rgb_multiclass_file_without_val(tmp_path, data_dir):
     got = datasets.load_npz(f)
     assert got.channels == 3 and got.n_classes == 3 and "val" not in got.splits
     assert got.label_names == ("class_0", "class_1", "class_2")
+
+
+def test_an_empty_split_is_allowed_and_an_empty_file_is_named(tmp_path, data_dir):
+    """A test set alone (an empty training split), as a user makes to measure models on images kept aside, loads;
+    a file whose every split is empty is a DataError that names it, not an internal error."""
+    ds = datasets.load("pneumoniamnist", data_dir)
+    x, y = ds.splits["test"].images[:20], ds.splits["test"].labels[:20, None]
+    f = tmp_path / "kept_aside.npz"
+    np.savez(f, train_images=x[:0], train_labels=y[:0], test_images=x, test_labels=y)
+    got = datasets.load_npz(f)
+    assert len(got.splits["test"].labels) == 20 and got.n_classes == 2
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, train_images=x[:0], train_labels=y[:0], test_images=x[:0], test_labels=y[:0])
+    with pytest.raises(DataError, match="every split is empty") as e:
+        datasets.load_npz(empty)
+    assert str(empty) in str(e.value)
