@@ -110,7 +110,9 @@ def test_folds_fit_the_calibration_and_distil_their_ensemble(busi_small, tmp_pat
                  "--folds", "2", "--distil", "--out", str(out), "-q"]) == 0
     bundle = json.loads((out / "bundle.json").read_text())
     assert bundle["distilled_from"] == "the ensemble of 2 cross-validation folds' models"
-    calibration = json.loads((out / "contract.json").read_text())["calibration"]
+    contract = json.loads((out / "contract.json").read_text())
+    calibration = contract["calibration"]
+    assert contract["operating_point"] == "class weights (balanced) on cross-validation scores"
     pooled = 64  # train and validation together
     assert calibration["fitted_on"] == f"cross-validation scores of {pooled} training images"
     assert len(calibration["weights"]) == 3

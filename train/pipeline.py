@@ -121,7 +121,8 @@ def train_bundle(source: str, config: TrainConfig, out: str | Path, *, data_dir=
         intended_use=intended_use(data, config),
         threshold=threshold, calibration=calibration,
         operating_point=operating_point_name(config) if pos is not None else
-        ("argmax" if not calibration else f"class weights ({calibration['method']}) on validation"),
+        ("argmax" if not calibration else f"class weights ({calibration['method']}) on "
+         f"{'cross-validation scores' if held_out is not None else 'validation'}"),
         provenance={"medlite_version": __version__, "variant": "keras", "family": config.model,
                     "training_data": data.name, "training_data_sha256": data.sha256,
                     "positive_class": positive,
