@@ -87,7 +87,6 @@ def train_with_progress(source: str, config, out, console, *, data_dir=None, dat
     # own: rich shows one live display at a time.
     if init is None and config.pretrain != "none":
         from medlite.train.pipeline import load_data_for, pretrained_encoder
-
         from medlite.train.pretrain import IMAGENET
 
         data = data or load_data_for(source, config, data_dir)
