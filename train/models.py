@@ -96,24 +96,29 @@ def mobilenet_v2(*, input_shape, num_classes, alpha=0.35, dropout=0.2, name="mob
     return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
 
 
-# (kernel, expansion, channels, repeats, first stride) of EfficientNet-Lite0 (Tan and Le 2019). The Lite variants
-# drop squeeze-and-excitation and swish for ReLU6, so full-integer TFLite and the Edge TPU run them whole.
-_EFFICIENTNET_LITE0 = ((3, 1, 16, 1, 1), (3, 6, 24, 2, 2), (5, 6, 40, 2, 2), (3, 6, 80, 3, 2), (5, 6, 112, 3, 1),
-                       (5, 6, 192, 4, 2), (3, 6, 320, 1, 1))
+# (kernel, expansion, channels, repeats, first stride) of each stage of EfficientNet-Lite0 and -Lite2 (Tan and
+# Le 2019): Lite2 is Lite0 1.1 times wider and 1.2 times deeper, its stem and head kept. The Lite variants drop
+# squeeze-and-excitation and swish for ReLU6, so full-integer TFLite and the Edge TPU run them whole.
+EFFICIENTNET_LITE = {
+    "efficientnet_lite0": ((3, 1, 16, 1, 1), (3, 6, 24, 2, 2), (5, 6, 40, 2, 2), (3, 6, 80, 3, 2),
+                           (5, 6, 112, 3, 1), (5, 6, 192, 4, 2), (3, 6, 320, 1, 1)),
+    "efficientnet_lite2": ((3, 1, 16, 1, 1), (3, 6, 24, 3, 2), (5, 6, 48, 3, 2), (3, 6, 88, 4, 2),
+                           (5, 6, 120, 4, 1), (5, 6, 208, 5, 2), (3, 6, 352, 1, 1)),
+}
 
 
-def efficientnet_lite0(*, input_shape, num_classes, dropout=0.2, output_stride=8, name="efficientnet_lite0"):
-    """EfficientNet-Lite0, the family that ImageNet weights fit (``medlite.train.imagenet``). Its input (0..1)
-    is mapped to -1..1, as those weights expect. ``output_stride`` 8 keeps the last two downsampling stages at
-    stride 1 (16 the last one), so a 128 px image's last feature map is 16x16 (8x8) rather than 4x4, fine enough
-    for a heatmap."""
+def _efficientnet_lite(name, *, input_shape, num_classes, dropout=0.2, output_stride=8):
+    """EfficientNet-Lite ``name``, the family that ImageNet weights fit (``medlite.train.imagenet``). Its input
+    (0..1) is mapped to -1..1, as those weights expect. ``output_stride`` 8 keeps the last two downsampling
+    stages at stride 1 (16 the last one), so a 128 px image's last feature map is 16x16 (8x8) rather than 4x4,
+    fine enough for a heatmap."""
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     inputs = keras.Input(shape=input_shape, name="image")
     x = L.Rescaling(2.0, offset=-1.0, name="to_signed")(inputs)
     x = _conv_bn(x, 32, 3, 2, "stem", "relu6")
     b = 0
-    for s, (k, t, c, n, stride) in enumerate(_EFFICIENTNET_LITE0):
+    for s, (k, t, c, n, stride) in enumerate(EFFICIENTNET_LITE[name]):
         if (output_stride <= 16 and s == 5) or (output_stride == 8 and s == 3):
             stride = 1
         for i in range(n):
@@ -122,6 +127,16 @@ def efficientnet_lite0(*, input_shape, num_classes, dropout=0.2, output_stride=8
     x = _conv_bn(x, 1280, 1, 1, "top", "relu6")
     x = L.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
+
+
+def efficientnet_lite0(**options):
+    """EfficientNet-Lite0 (4.7 M weights with ImageNet's classifier): see ``_efficientnet_lite``."""
+    return _efficientnet_lite("efficientnet_lite0", **options)
+
+
+def efficientnet_lite2(**options):
+    """EfficientNet-Lite2 (6.1 M weights with ImageNet's classifier): see ``_efficientnet_lite``."""
+    return _efficientnet_lite("efficientnet_lite2", **options)
 
 
 def _basic_block(x, filters, stride, name):
@@ -146,7 +161,7 @@ def resnet(*, input_shape, num_classes, width=16, blocks=(2, 2, 2), dropout=0.2,
 
 
 FAMILIES = {"small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "resnet": resnet,
-            "efficientnet_lite0": efficientnet_lite0}
+            "efficientnet_lite0": efficientnet_lite0, "efficientnet_lite2": efficientnet_lite2}
 
 
 def build(family: str, *, input_shape, num_classes, **options):

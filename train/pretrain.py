@@ -26,13 +26,15 @@ import numpy as np
 
 from ..edge.errors import DataError
 from ..edge.version import __version__
-from .models import build
+from .models import EFFICIENTNET_LITE, build
 from .tf import keras, tf
 
 METHODS = ("simclr", "restore")
 DEFAULT_METHOD = "simclr"  # the better of the two in benchmarks/RESULTS.md
-# Not learnt here: the ImageNet weights that a package ships for one family (``imagenet.py``).
-IMAGENET, IMAGENET_FAMILY = "imagenet", "efficientnet_lite0"
+# Not learnt here: the ImageNet weights that a package ships for each EfficientNet-Lite (``imagenet.py``); the
+# small-data recipe for large images takes the first.
+IMAGENET, IMAGENET_FAMILIES = "imagenet", tuple(EFFICIENTNET_LITE)
+IMAGENET_FAMILY = IMAGENET_FAMILIES[0]
 WEIGHTS, INFO = "encoder.weights.h5", "encoder.json"
 TEMPERATURE = 0.2  # NT-Xent: lower than SimCLR's 0.5, as its authors advise for small batches
 PATCH = 16  # restore: the side of a blanked square, in pixels at the model's input
@@ -151,7 +153,7 @@ def encoder_for(x: np.ndarray, config, out: str | Path, progress=None, about: di
     if config.pretrain == IMAGENET:
         from .imagenet import imagenet_encoder  # it imports this module's ``save``
 
-        return imagenet_encoder(out, x.shape[1:], config.model_options, about)
+        return imagenet_encoder(out, x.shape[1:], config.model_options, about, family=config.model)
     model, losses, seconds = pretrain(x, config.model, config.model_options, method=config.pretrain,
                                       epochs=config.pretrain_epochs, batch_size=config.batch_size, seed=config.seed,
                                       progress=progress)

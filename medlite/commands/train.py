@@ -22,8 +22,9 @@ def register(sub, common) -> None:
                                    "validation and test, the training log and the recipe used. Recipe fields come "
                                    "from --config (YAML), then the flags below.")
     data_args(p)
-    p.add_argument("--model", help="model family: small_cnn, mobilenet_v2, resnet, efficientnet_lite0 (from "
-                                   "ImageNet weights) (default: the best default recipe, small_cnn)")
+    p.add_argument("--model", help="model family: small_cnn, mobilenet_v2, resnet, efficientnet_lite0 or "
+                                   "efficientnet_lite2 (from ImageNet weights) (default: the best default recipe, "
+                                   "small_cnn)")
     p.add_argument("--config", help="recipe YAML file (fields as the flags below)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--init", metavar="ENCODER",
@@ -146,7 +147,7 @@ def check_recipe(config) -> None:
     """The recipe's values that are words or ranges, checked before any image is read."""
     from medlite.train.calibration import METHODS
     from medlite.train.pipeline import parse_age_range
-    from medlite.train.pretrain import IMAGENET, IMAGENET_FAMILY
+    from medlite.train.pretrain import IMAGENET, IMAGENET_FAMILIES
     from medlite.train.pretrain import METHODS as PRETRAINING
 
     if config.age_range:
@@ -159,9 +160,9 @@ def check_recipe(config) -> None:
     if config.pretrain not in ("none", *PRETRAINING, IMAGENET):
         raise UsageError(f"--pretrain must be none, {IMAGENET} or one of {', '.join(PRETRAINING)}, "
                          f"got {config.pretrain!r}")
-    if config.pretrain == IMAGENET and config.model != IMAGENET_FAMILY:
-        raise UsageError(f"--pretrain {IMAGENET}: the ImageNet weights are {IMAGENET_FAMILY}'s; add --model "
-                         f"{IMAGENET_FAMILY}")
+    if config.pretrain == IMAGENET and config.model not in IMAGENET_FAMILIES:
+        raise UsageError(f"--pretrain {IMAGENET}: medlite has ImageNet weights for {' and '.join(IMAGENET_FAMILIES)}"
+                         f", not {config.model}; add --model {IMAGENET_FAMILIES[0]}")
     if config.calibration not in METHODS:
         raise UsageError(f"--calibration must be one of {', '.join(METHODS)}, got {config.calibration!r}")
     if config.checkpoint not in ("best", "last"):
