@@ -365,6 +365,7 @@ def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path
 def test_the_label_efficiency_curve_trains_each_share_on_a_nested_sample(tmp_path, data_dir, capsys):
     """Two shares of 400 real chest X-rays: nested stratified samples, each trained and scored on the test split
     with its interval; the table, the CSV and the figure are written beside the bundle."""
+    from medlite.train import label_efficiency
     from medlite.train.label_efficiency import nested_samples
 
     y = datasets.load("pneumoniamnist", data_dir).splits["train"].labels.ravel()[:400]
@@ -381,6 +382,9 @@ def test_the_label_efficiency_curve_trains_each_share_on_a_nested_sample(tmp_pat
     rows = list(csv.DictReader(open(out / "label_efficiency.csv")))
     # Each share twice: from scratch, then from the encoder pretrained on all 360 training images.
     assert [r["pretrained"] for r in rows] == ["False", "True", "False", "True"]
+    assert [r["pretraining"] for r in rows] == ["none", "simclr", "none", "simclr"]
+    assert "| from an encoder pretrained by simclr |" in (out / "label_efficiency.md").read_text()
+    assert label_efficiency.start({"pretraining": "imagenet"}) == "from ImageNet weights"
     n = [int(r["labelled_images"]) for r in rows]
     assert abs(n[0] - 90) <= 1 and n[0] == n[1] and n[2] == n[3] == 360  # of the 360 left after validation
     assert json.loads((out / "encoder" / "encoder.json").read_text())["images"] == 360

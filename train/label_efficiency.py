@@ -2,8 +2,9 @@
 label, which is what a hospital needs to decide how many images to label. Each share is a stratified sample
 of the training split (the same seed, so a smaller share is inside a larger one); it is trained as
 ``medlite train`` trains (its recipe chosen by the sample's size) and scored on the test split, or on
-validation where the data have no test split, with a 95% bootstrap interval. Given an encoder pretrained on all
-the training images (the unlabelled rest included), each share is trained twice: from scratch and from it."""
+validation where the data have no test split, with a 95% bootstrap interval. Given an encoder (pretrained on all
+the training images, the unlabelled rest included, or ImageNet's weights), each share is trained twice: from
+scratch and from it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from ..edge.metrics import bootstrap_auc_ci, ovr_auc, roc_auc
 from .data import TrainingData
 from .fit import positive_index, train
+from .pretrain import IMAGENET, describe
 
 
 def nested_samples(y: np.ndarray, fractions: list[float], seed: int) -> dict[float, np.ndarray]:
@@ -34,6 +36,7 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None,
     tr = data.splits["train"]
     split = "test" if "test" in data.splits else "val"
     ev = data.splits[split]
+    method = describe(encoder)["method"] if encoder else None
     rows = []
     for f, idx in nested_samples(tr.y, fractions, seed=0).items():
         config, recipe = config_for(len(idx))
@@ -47,7 +50,8 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None,
             else:
                 auc, ci = ovr_auc(ev.y, probs), _ovr_ci(ev.y, probs)
             rows.append({"fraction": f, "labelled_images": int(len(idx)), "recipe": recipe,
-                         "pretrained": init is not None, "split": split, "auc": float(auc),
+                         "pretrained": init is not None, "pretraining": method if init else "none",
+                         "split": split, "auc": float(auc),
                          "auc_ci95": [float(ci[0]), float(ci[1])], "best_epoch": result.best_epoch})
             if progress:
                 progress(rows[-1])
@@ -64,8 +68,10 @@ def _ovr_ci(y: np.ndarray, probs: np.ndarray, n: int = 500, seed: int = 0) -> tu
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def _start(row: dict) -> str:
-    return "pretrained encoder" if row["pretrained"] else "from scratch"
+def start(row: dict) -> str:
+    """Where a row's model started: from scratch, from ImageNet weights, or from an encoder of that method."""
+    method = row.get("pretraining", "none")
+    return {"none": "from scratch", IMAGENET: "from ImageNet weights"}.get(method, f"from an encoder pretrained by {method}")
 
 
 def write(rows: list[dict], out: Path, title: str) -> list[Path]:
@@ -74,15 +80,15 @@ def write(rows: list[dict], out: Path, title: str) -> list[Path]:
     paths = [out / "label_efficiency.csv", out / "label_efficiency.md"]
     with open(paths[0], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["fraction", "labelled_images", "pretrained", "recipe", "split", "auc", "auc_ci95_low",
-                    "auc_ci95_high"])
+        w.writerow(["fraction", "labelled_images", "pretrained", "pretraining", "recipe", "split", "auc",
+                    "auc_ci95_low", "auc_ci95_high"])
         for r in rows:
-            w.writerow([r["fraction"], r["labelled_images"], r["pretrained"], r["recipe"], r["split"],
-                        f"{r['auc']:.4f}", f"{r['auc_ci95'][0]:.4f}", f"{r['auc_ci95'][1]:.4f}"])
+            w.writerow([r["fraction"], r["labelled_images"], r["pretrained"], r["pretraining"], r["recipe"],
+                        r["split"], f"{r['auc']:.4f}", f"{r['auc_ci95'][0]:.4f}", f"{r['auc_ci95'][1]:.4f}"])
     lines = [f"# Label efficiency: {title}", "",
              "| share of labels | labelled images | start | AUC | 95% CI | scored on |",
              "| ---: | ---: | --- | ---: | --- | --- |"]
-    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {_start(r)} | {r['auc']:.4f} | "
+    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {start(r)} | {r['auc']:.4f} | "
               f"{r['auc_ci95'][0]:.4f}-{r['auc_ci95'][1]:.4f} | {r['split']} |" for r in rows]
     paths[1].write_text("\n".join(lines) + "\n")
     try:
@@ -100,9 +106,12 @@ def write(rows: list[dict], out: Path, title: str) -> list[Path]:
         n, auc = [r["labelled_images"] for r in line], [r["auc"] for r in line]
         ax.errorbar(n, auc, yerr=[[a - r["auc_ci95"][0] for a, r in zip(auc, line)],
                                   [r["auc_ci95"][1] - a for a, r in zip(auc, line)]], fmt=marker, capsize=3,
-                    label=_start(line[0]))
+                    label=start(line[0]))
     ax.legend(loc="lower right")
     ax.set_xscale("log")
+    counts = sorted({r["labelled_images"] for r in rows})
+    ax.set_xticks(counts, [str(n) for n in counts])  # the counts themselves, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("labelled training images (log scale)")
     ax.set_ylabel(f"AUC on the {rows[0]['split']} split, 95% interval")
     ax.set_title(f"Label efficiency: {title}")

@@ -216,7 +216,7 @@ def run(args) -> int:
 
         def said(row):
             con.print(f"label efficiency: {row['labelled_images']} labelled images ({row['fraction']:g}), "
-                      f"{'pretrained' if row['pretrained'] else 'from scratch'}: AUC "
+                      f"{label_efficiency.start(row)}: AUC "
                       f"{row['auc']:.4f} (95% CI {row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}) on {row['split']}")
 
         encoder = Path(args.init or Path(args.out) / "encoder")
