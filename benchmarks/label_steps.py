@@ -11,10 +11,9 @@ With 24 images and a batch of 32, each epoch is one step: the recipe's 30 epochs
 import argparse
 import dataclasses
 
-from medlite.edge.metrics import ovr_auc
 from medlite.train.config import load_config
-from medlite.train.fit import train
-from medlite.train.label_efficiency import _ovr_ci, nested_samples
+from medlite.train.fit import positive_index, train
+from medlite.train.label_efficiency import auc_with_ci, nested_samples
 from medlite.train.pipeline import load_data_for
 
 
@@ -33,9 +32,9 @@ def main() -> None:
     idx = nested_samples(tr.y, [args.fraction], seed=0)[args.fraction]
     sample = dataclasses.replace(data, splits={**data.splits, "train": tr.take(idx)})
     probs = train(sample, config, init=args.encoder).model.predict(test.x, batch_size=256, verbose=0)
-    low, high = _ovr_ci(test.y, probs)
+    auc, (low, high) = auc_with_ci(test.y, probs, positive_index(data, config))
     print(f"{args.split}: {len(idx)} labelled images, {args.epochs} epochs from {args.encoder}: "
-          f"AUC {ovr_auc(test.y, probs):.4f} (95% CI {low:.4f}-{high:.4f}) on {len(test.y)} test images")
+          f"AUC {auc:.4f} (95% CI {low:.4f}-{high:.4f}) on {len(test.y)} test images")
 
 
 if __name__ == "__main__":

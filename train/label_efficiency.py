@@ -44,11 +44,7 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None,
         pos = positive_index(data, config)
         for init in (None, encoder) if encoder else (None,):
             result = train(sample, config, init=init)
-            probs = result.model.predict(ev.x, batch_size=256, verbose=0)
-            if pos is not None:
-                auc, ci = roc_auc(ev.y == pos, probs[:, pos]), bootstrap_auc_ci(ev.y == pos, probs[:, pos])
-            else:
-                auc, ci = ovr_auc(ev.y, probs), _ovr_ci(ev.y, probs)
+            auc, ci = auc_with_ci(ev.y, result.model.predict(ev.x, batch_size=256, verbose=0), pos)
             rows.append({"fraction": f, "labelled_images": int(len(idx)), "recipe": recipe,
                          "pretrained": init is not None, "pretraining": method if init else "none",
                          "split": split, "auc": float(auc),
@@ -56,6 +52,13 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None,
             if progress:
                 progress(rows[-1])
     return rows
+
+
+def auc_with_ci(y: np.ndarray, probs: np.ndarray, pos: int | None) -> tuple[float, tuple[float, float]]:
+    """The AUC of the positive class ``pos`` (one-vs-rest macro where None) and its 95% bootstrap interval."""
+    if pos is not None:
+        return roc_auc(y == pos, probs[:, pos]), bootstrap_auc_ci(y == pos, probs[:, pos])
+    return ovr_auc(y, probs), _ovr_ci(y, probs)
 
 
 def _ovr_ci(y: np.ndarray, probs: np.ndarray, n: int = 500, seed: int = 0) -> tuple[float, float]:
@@ -70,7 +73,7 @@ def _ovr_ci(y: np.ndarray, probs: np.ndarray, n: int = 500, seed: int = 0) -> tu
 
 def start(row: dict) -> str:
     """Where a row's model started: from scratch, from ImageNet weights, or from an encoder of that method."""
-    method = row.get("pretraining", "none")
+    method = row["pretraining"]
     return {"none": "from scratch", IMAGENET: "from ImageNet weights"}.get(method, f"from an encoder pretrained by {method}")
 
 
