@@ -26,7 +26,8 @@ def main() -> None:
     ap.add_argument("--family", default="efficientnet_lite0")
     ap.add_argument("--image-size", type=int, default=128)
     args = ap.parse_args()
-    config = load_config(None, args.family).updated(image_size=args.image_size, epochs=args.epochs)
+    # EPOCHS as given: the recipe's floor on steps (min_steps) would raise them
+    config = load_config(None, args.family).updated(image_size=args.image_size, epochs=args.epochs, min_steps=0)
     data = load_data_for(args.split, config)
     tr, test = data.splits["train"], data.splits["test"]
     idx = nested_samples(tr.y, [args.fraction], seed=0)[args.fraction]

@@ -172,6 +172,25 @@ def test_bundle_saved_and_reloaded_is_the_same_bundle(bundle, data_dir, tmp_path
     np.testing.assert_array_equal(again.model.predict(x, verbose=0), b.model.predict(x, verbose=0))
 
 
+def test_a_floor_on_steps_raises_the_epochs_of_a_small_split_and_the_schedule_spans_them(data_dir):
+    """300 real chest X-rays at batch 64 are 5 steps an epoch: a floor of 20 steps makes 2 epochs into 4, and
+    the cosine schedule ends at 1% of its peak on the fourth; a split already past the floor keeps its epochs."""
+    import dataclasses
+
+    from medlite.train.data import load_training_data
+    from medlite.train.fit import epochs_for, train
+
+    data = load_training_data("pneumoniamnist", data_dir=data_dir)
+    data = dataclasses.replace(data, splits={s: a.take(slice(0, 300)) for s, a in data.splits.items()})
+    config = TrainConfig(epochs=2, min_steps=20, batch_size=64, checkpoint="last")
+    assert epochs_for(300, config) == 4 and epochs_for(3000, config) == 2 and epochs_for(24, config) == 20
+    result = train(data, config)
+    assert len(result.log) == 4 and result.best_epoch == 4
+    assert result.log[-1]["lr"] == pytest.approx(0.01 * config.learning_rate, rel=1e-3)
+    for family in ("efficientnet_lite0", "efficientnet_lite2"):  # the curve's smallest shares get their steps
+        assert load_config(family=family).min_steps == 240
+
+
 def test_the_schedule_anneals_within_the_epochs_the_run_may_take(bundle):
     """The cosine schedule spans the recipe's epochs (the demo's --epochs 5 included): a run that reaches its
     cap ends at 1% of the peak rate, instead of stopping early while the rate is still high."""
@@ -352,11 +371,15 @@ def test_a_small_training_split_takes_the_small_data_recipe_and_says_so(tmp_path
     np.savez(f, train_images=split.images[:300], train_labels=split.labels[:300], test_images=split.images[300:400],
              test_labels=split.labels[300:400])
     assert main(["train", "--data", str(f), "--out", str(tmp_path / "b"), "--epochs", "1", "--pretrain-epochs",
-                 "3"]) == 0
+                 "3", "--min-steps", "6"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert "recipe: small_cnn default, small-data (the training split has 270 images, under 2000); " \
            "pretraining: simclr" in err
+    # 270 images at batch 64 are 5 steps an epoch: a floor of 6 steps takes a second epoch, and says so.
+    assert "schedule: 2 epochs instead of 1, for the recipe's 6 optimiser steps at least (270 training images " \
+           "at batch 64)" in err
     info = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert info["epochs_run"] == 2
     assert "small-data" in info["recipe"]
     assert info["pretraining"]["method"] == "simclr" and info["pretraining"]["images"] == 270
     assert (tmp_path / "b" / "encoder" / "encoder.weights.h5").is_file()

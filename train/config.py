@@ -25,6 +25,10 @@ class TrainConfig:
     image_size: int = field(default=28, metadata={"help": 'input side in pixels; class-folder images are resized to it (npz keeps its own)'})
     color: str = field(default="grey", metadata={"help": '"grey" or "rgb"; npz sets it from its channels'})
     epochs: int = field(default=40, metadata={"help": 'upper bound; early stopping usually ends sooner'})
+    min_steps: int = field(default=0, metadata={"help": "the fewest optimiser steps: a training split of a few "
+                                                         "dozen images is one step an epoch, so its epochs are "
+                                                         "raised until the schedule has this many (0: off; "
+                                                         "--epochs without --min-steps turns it off)"})
     batch_size: int = field(default=64, metadata={"help": "images per training step"})
     learning_rate: float = field(default=2e-3, metadata={"help": 'peak of the cosine schedule (Adam)'})
     weight_decay: float = field(default=1e-4, metadata={"help": 'L2 on conv and dense kernels'})

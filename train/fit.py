@@ -160,6 +160,13 @@ def class_weights(y: np.ndarray, n_classes: int, policy: str) -> np.ndarray:
     return len(y) / (n_classes * np.maximum(counts, 1))
 
 
+def epochs_for(n_images: int, config: TrainConfig) -> int:
+    """The recipe's epochs, raised where needed so that the schedule takes at least ``min_steps`` optimiser
+    steps over ``n_images`` training images."""
+    steps = math.ceil(n_images / config.batch_size)
+    return max(config.epochs, math.ceil(config.min_steps / steps))
+
+
 def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | None = None,
           progress=None, init: str | Path | None = None, teacher: np.ndarray | None = None) -> TrainResult:
     """Train ``config.model`` on ``data``; the returned model holds the best validation-AUC weights.
@@ -177,8 +184,8 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     model = build(config.model, input_shape=tr.x.shape[1:], num_classes=n_classes, **config.model_options)
     if init is not None:
         load_into(model, init)
-    steps = int(np.ceil(len(tr.x) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * config.epochs,
+    steps, epochs = math.ceil(len(tr.x) / config.batch_size), epochs_for(len(tr.x), config)
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * epochs,
                                                       alpha=0.01)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
@@ -203,7 +210,7 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     if writer:
         writer.writeheader()
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             h = trainer.fit(ds, epochs=1, verbose=0).history
             pv = model.predict(va.x, batch_size=512, verbose=0)
@@ -226,7 +233,7 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
             if config.checkpoint == "best" and row["val_auc"] > best[0]:  # kept whatever the gain
                 best = (row["val_auc"], epoch, model.get_weights())
             if progress:
-                progress(epoch, config.epochs, row)
+                progress(epoch, epochs, row)
             if stop:
                 break
     finally:

@@ -71,7 +71,7 @@ def epoch_progress(console, label: str, epochs: int):
 
         def on_epoch(epoch, total, row):
             auc = f" val AUC {row['val_auc']:.4f}" if "val_auc" in row else ""
-            bar.update(task, completed=epoch, description=f"{label}: loss {row['loss']:.3f}{auc}")
+            bar.update(task, completed=epoch, total=total, description=f"{label}: loss {row['loss']:.3f}{auc}")
 
         yield on_epoch
 
@@ -175,6 +175,7 @@ def run(args) -> int:
 
     from .shared import console
 
+    from medlite.train.fit import epochs_for
     from medlite.train.pipeline import load_data_for
     from medlite.train.pretrain import IMAGENET
 
@@ -182,6 +183,8 @@ def run(args) -> int:
     overrides = {f.name: getattr(args, f.name) for f in _config_fields()}
     if args.model:
         overrides["model"] = args.model
+    if args.epochs is not None and args.min_steps is None:  # --epochs N means N epochs
+        overrides["min_steps"] = 0
     if args.init:
         family = encoder_fields(args.init, overrides)
     config = load_config(args.config, family).updated(**overrides)
@@ -200,6 +203,11 @@ def run(args) -> int:
                           "this recipe does not pretrain: add --pretrain simclr"))
     con.print(f"recipe: {recipe}" + (f"; starting from the encoder {args.init}" if args.init else
                                       f"; pretraining: {config.pretrain}" if config.pretrain != "none" else ""))
+    n_train = len(data.splits["train"].y)
+    epochs = epochs_for(n_train, config)
+    if epochs > config.epochs:
+        con.print(f"schedule: {epochs} epochs instead of {config.epochs}, for the recipe's {config.min_steps} "
+                  f"optimiser steps at least ({n_train} training images at batch {config.batch_size})")
     if args.masks:
         from medlite.train.pipeline import masks_used
 
