@@ -32,7 +32,7 @@ import numpy as np
 
 from medlite.train.config import load_config
 from medlite.train.data import load_training_data
-from medlite.train.fit import epochs_for, positive_index, train
+from medlite.train.fit import epochs_for, positive_index, steps_per_epoch, train
 from medlite.train.label_efficiency import auc_with_ci, nested_samples
 from medlite.train.pretrain import encoder_for
 
@@ -72,7 +72,7 @@ def rows_for(name: str, data, config, fractions: list[float], floors: list[int],
             model = train(sample, cfg, init=encoder).model
             probs = model.predict(tr.x[rest], batch_size=256, verbose=0)
             auc, (low, high) = auc_with_ci(tr.y[rest], probs, pos)
-            steps = epochs * int(np.ceil(len(idx) / cfg.batch_size))
+            steps = epochs * steps_per_epoch(len(idx), cfg)
             rows.append(f"| {name} | {len(idx)} ({f:g}) | {floor or 'none'} | {epochs} | {steps} | "
                         f"{auc:.3f} ({low:.3f}-{high:.3f}) | {len(rest)} | {time.perf_counter() - t0:.0f} |")
             print(rows[-1], flush=True)

@@ -160,11 +160,14 @@ def class_weights(y: np.ndarray, n_classes: int, policy: str) -> np.ndarray:
     return len(y) / (n_classes * np.maximum(counts, 1))
 
 
+def steps_per_epoch(n_images: int, config: TrainConfig) -> int:
+    return math.ceil(n_images / config.batch_size)
+
+
 def epochs_for(n_images: int, config: TrainConfig) -> int:
     """The recipe's epochs, raised where needed so that the schedule takes at least ``min_steps`` optimiser
     steps over ``n_images`` training images."""
-    steps = math.ceil(n_images / config.batch_size)
-    return max(config.epochs, math.ceil(config.min_steps / steps))
+    return max(config.epochs, math.ceil(config.min_steps / steps_per_epoch(n_images, config)))
 
 
 def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | None = None,
@@ -184,7 +187,7 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     model = build(config.model, input_shape=tr.x.shape[1:], num_classes=n_classes, **config.model_options)
     if init is not None:
         load_into(model, init)
-    steps, epochs = math.ceil(len(tr.x) / config.batch_size), epochs_for(len(tr.x), config)
+    steps, epochs = steps_per_epoch(len(tr.x), config), epochs_for(len(tr.x), config)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * epochs,
                                                       alpha=0.01)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
