@@ -400,9 +400,12 @@ def test_the_label_efficiency_curve_trains_each_share_on_a_nested_sample(tmp_pat
     np.savez(f, train_images=split["train"].images[:400], train_labels=split["train"].labels[:400],
              test_images=split["test"].images[:200], test_labels=split["test"].labels[:200])
     out = tmp_path / "b"
-    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--pretrain", "simclr",
-                 "--pretrain-epochs", "3", "--label-fractions", "0.25,1"]) == 0
+    assert main(["train", "--data", str(f), "--out", str(out), "--epochs", "2", "--min-steps", "12", "--pretrain",
+                 "simclr", "--pretrain-epochs", "3", "--label-fractions", "0.25,1"]) == 0
     rows = list(csv.DictReader(open(out / "label_efficiency.csv")))
+    # The floor of 12 steps at batch 64: the 90-image share runs 6 epochs of 2 steps, the 360 images 2 of 6.
+    assert [(r["epochs"], r["steps"]) for r in rows] == [("6", "12")] * 2 + [("2", "12")] * 2
+    assert "6 epochs, 12 optimiser steps" in " ".join(capsys.readouterr().err.split())  # the console wraps
     # Each share twice: from scratch, then from the encoder pretrained on all 360 training images.
     assert [r["pretrained"] for r in rows] == ["False", "True", "False", "True"]
     assert [r["pretraining"] for r in rows] == ["none", "simclr", "none", "simclr"]

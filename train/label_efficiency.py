@@ -16,7 +16,7 @@ import numpy as np
 
 from ..edge.metrics import bootstrap_auc_ci, ovr_auc, roc_auc
 from .data import TrainingData
-from .fit import positive_index, train
+from .fit import positive_index, steps_per_epoch, train
 from .pretrain import IMAGENET, describe
 
 
@@ -31,7 +31,8 @@ def nested_samples(y: np.ndarray, fractions: list[float], seed: int) -> dict[flo
 
 def curve(data: TrainingData, fractions: list[float], config_for, progress=None, encoder=None) -> list[dict]:
     """One row per fraction (two with ``encoder``: from scratch, then pretrained): labelled images, the recipe
-    used, AUC and its interval on the evaluation split. ``config_for(n_train)`` gives the recipe for a training
+    used, the epochs and optimiser steps it ran (a recipe's floor on steps raises a small share's epochs), AUC
+    and its interval on the evaluation split. ``config_for(n_train)`` gives the recipe for a training
     split of that many images and its name."""
     tr = data.splits["train"]
     split = "test" if "test" in data.splits else "val"
@@ -48,7 +49,8 @@ def curve(data: TrainingData, fractions: list[float], config_for, progress=None,
             rows.append({"fraction": f, "labelled_images": int(len(idx)), "recipe": recipe,
                          "pretrained": init is not None, "pretraining": method if init else "none",
                          "split": split, "auc": float(auc),
-                         "auc_ci95": [float(ci[0]), float(ci[1])], "best_epoch": result.best_epoch})
+                         "auc_ci95": [float(ci[0]), float(ci[1])], "best_epoch": result.best_epoch,
+                         "epochs": len(result.log), "steps": len(result.log) * steps_per_epoch(len(idx), config)})
             if progress:
                 progress(rows[-1])
     return rows
@@ -83,15 +85,17 @@ def write(rows: list[dict], out: Path, title: str) -> list[Path]:
     paths = [out / "label_efficiency.csv", out / "label_efficiency.md"]
     with open(paths[0], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["fraction", "labelled_images", "pretrained", "pretraining", "recipe", "split", "auc",
-                    "auc_ci95_low", "auc_ci95_high"])
+        w.writerow(["fraction", "labelled_images", "pretrained", "pretraining", "recipe", "epochs", "steps", "split",
+                    "auc", "auc_ci95_low", "auc_ci95_high"])
         for r in rows:
             w.writerow([r["fraction"], r["labelled_images"], r["pretrained"], r["pretraining"], r["recipe"],
-                        r["split"], f"{r['auc']:.4f}", f"{r['auc_ci95'][0]:.4f}", f"{r['auc_ci95'][1]:.4f}"])
+                        r["epochs"], r["steps"], r["split"], f"{r['auc']:.4f}", f"{r['auc_ci95'][0]:.4f}",
+                        f"{r['auc_ci95'][1]:.4f}"])
     lines = [f"# Label efficiency: {title}", "",
-             "| share of labels | labelled images | start | AUC | 95% CI | scored on |",
-             "| ---: | ---: | --- | ---: | --- | --- |"]
-    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {start(r)} | {r['auc']:.4f} | "
+             "| share of labels | labelled images | start | epochs | steps | AUC | 95% CI | scored on |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | --- | --- |"]
+    lines += [f"| {r['fraction']:g} | {r['labelled_images']} | {start(r)} | {r['epochs']} | {r['steps']} | "
+              f"{r['auc']:.4f} | "
               f"{r['auc_ci95'][0]:.4f}-{r['auc_ci95'][1]:.4f} | {r['split']} |" for r in rows]
     paths[1].write_text("\n".join(lines) + "\n")
     try:

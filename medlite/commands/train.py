@@ -225,7 +225,8 @@ def run(args) -> int:
         def said(row):
             con.print(f"label efficiency: {row['labelled_images']} labelled images ({row['fraction']:g}), "
                       f"{label_efficiency.start(row)}: AUC "
-                      f"{row['auc']:.4f} (95% CI {row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}) on {row['split']}")
+                      f"{row['auc']:.4f} (95% CI {row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}) on "
+                      f"{row['split']}; {row['epochs']} epochs, {row['steps']} optimiser steps")
 
         encoder = Path(args.init or Path(args.out) / "encoder")
         if not encoder.is_dir():  # the recipe did not pretrain: an encoder for the curve's pretrained half
