@@ -79,14 +79,19 @@ def rows_for(name: str, data, config, fractions: list[float], floors: list[int],
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def data_arguments(ap: argparse.ArgumentParser) -> None:
+    """The data sets' options, shared with ``recipe_on_the_rest.py``."""
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MEDLITE_DATA_DIR", "../shared/data")))
     ap.add_argument("--busi-train", type=Path, action="append", default=[],
                     help="a BUSI training half (busi_localisation.py's OUT/split/train); repeatable")
-    ap.add_argument("--pneumonia", action="store_true", help="also a 500-image sample of PneumoniaMNIST")
     ap.add_argument("--pneumonia-lite0", action="store_true",
-                    help="also that sample enlarged to 128 px, with EfficientNet-Lite0's recipe")
+                    help="also PneumoniaMNIST's 500-image sample enlarged to 128 px, with EfficientNet-Lite0's recipe")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data_arguments(ap)
+    ap.add_argument("--pneumonia", action="store_true", help="also a 500-image sample of PneumoniaMNIST")
     ap.add_argument("--fractions", default="0.1,0.25")
     ap.add_argument("--floors", default="0,240", help="steps; 0 is the recipe as it stands")
     args = ap.parse_args()
