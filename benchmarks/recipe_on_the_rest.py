@@ -41,7 +41,7 @@ def candidate(text: str) -> dict:
     return {k.strip(): yaml.safe_load(v) for k, v in (part.split("=", 1) for part in text.split(","))}
 
 
-def rows_for(name: str, data, config, candidates: list[str], fraction: float, tmp: str) -> list[str]:
+def rows_for(name: str, data, config, candidates: list[tuple[str, dict]], fraction: float, tmp: str) -> list[str]:
     tr = data.splits["train"]
     idx = nested_samples(tr.y, [fraction], seed=0)[fraction]
     rest = np.setdiff1d(np.arange(len(tr.y)), idx)
@@ -50,8 +50,8 @@ def rows_for(name: str, data, config, candidates: list[str], fraction: float, tm
     pos = positive_index(data, config)
     malignant = data.label_names.index("malignant") if "malignant" in data.label_names else None
     rows = []
-    for text in candidates:
-        cfg = config.updated(**candidate(text)) if text != "the recipe" else config
+    for text, fields in candidates:
+        cfg = config.updated(**fields)
         t0 = time.perf_counter()
         probs = train(sample, cfg, init=encoder).model.predict(tr.x[rest], batch_size=256, verbose=0)
         auc, (low, high) = auc_with_ci(tr.y[rest], probs, pos)
@@ -70,9 +70,9 @@ def main() -> None:
     ap.add_argument("--no-recipe", action="store_true", help="leave out the recipe's own row")
     args = ap.parse_args()
     config = load_config(None, "efficientnet_lite0").updated(image_size=128)
-    for text in args.candidate:
-        config.updated(**candidate(text))  # an unknown field fails here, before any training
-    candidates = ([] if args.no_recipe else ["the recipe"]) + args.candidate
+    candidates = ([] if args.no_recipe else [("the recipe", {})]) + [(t, candidate(t)) for t in args.candidate]
+    for _, fields in candidates:
+        config.updated(**fields)  # an unknown field fails here, before any training
     sets = [(f"BUSI {p.parent.parent.name}", load_training_data(str(p), image_size=128)) for p in args.busi_train]
     if args.pneumonia_lite0:
         sets.append(("PneumoniaMNIST 500, 128 px", enlarged(pneumonia_sample(args.data_dir))))
