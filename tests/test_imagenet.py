@@ -93,3 +93,37 @@ def test_a_small_set_of_large_images_trains_from_imagenet_weights_and_runs(data_
     p = model.predict(str(next((root / "malignant").iterdir())), heatmap=True)
     assert p.label in ("benign", "malignant", "normal") and abs(sum(p.scores.values()) - 1) < 0.02
     assert p.heatmap is not None and p.heatmap.max() > 0
+
+
+def test_frozen_batch_norm_keeps_the_starting_statistics_while_the_convolutions_learn(data_dir, tmp_path):
+    """From ImageNet weights with ``freeze_batch_norm``, an epoch on real chest X-rays moves the convolutions
+    and not one batch normalisation statistic or scale; without it they move too. From random weights there
+    are no statistics to keep, so the layers learn theirs."""
+    import dataclasses
+
+    from medlite.train.config import TrainConfig, load_config
+    from medlite.train.data import load_training_data
+    from medlite.train.fit import train
+    from medlite.train.imagenet import imagenet_encoder
+    from medlite.train.models import build
+    from medlite.train.pretrain import load_into
+    from medlite.train.tf import keras
+
+    data = load_training_data("pneumoniamnist", data_dir=data_dir)
+    data = dataclasses.replace(data, splits={s: a.take(slice(0, 96)) for s, a in data.splits.items()})
+    encoder = imagenet_encoder(tmp_path / "encoder", (28, 28, 1), {"output_stride": 8})
+    start = build("efficientnet_lite0", input_shape=(28, 28, 1), num_classes=2, output_stride=8)
+    load_into(start, encoder)
+    config = load_config(family="efficientnet_lite0").updated(epochs=1, min_steps=0)
+
+    def moved(model, kind):
+        return [not all(np.array_equal(a, b) for a, b in zip(layer.get_weights(),
+                                                              start.get_layer(layer.name).get_weights()))
+                for layer in model.layers if isinstance(layer, kind)]
+
+    frozen = train(data, config.updated(freeze_batch_norm=True), init=encoder).model
+    assert not any(moved(frozen, keras.layers.BatchNormalization)) and all(moved(frozen, keras.layers.Conv2D))
+    learnt = train(data, config.updated(freeze_batch_norm=False), init=encoder).model
+    assert all(moved(learnt, keras.layers.BatchNormalization))
+    scratch = train(data, TrainConfig(epochs=1, freeze_batch_norm=True)).model
+    assert all(layer.trainable for layer in scratch.layers if isinstance(layer, keras.layers.BatchNormalization))

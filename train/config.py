@@ -32,6 +32,12 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata={"help": "images per training step"})
     learning_rate: float = field(default=2e-3, metadata={"help": 'peak of the cosine schedule (Adam)'})
     weight_decay: float = field(default=1e-4, metadata={"help": 'L2 on conv and dense kernels'})
+    freeze_batch_norm: bool = field(default=False, metadata={"help": "from pretrained weights: batch "
+                                                                     "normalisation stays in inference mode "
+                                                                     "while training, with the starting weights' "
+                                                                     "statistics and scales, not those of a few "
+                                                                     "augmented batches (from random weights it "
+                                                                     "does not apply)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     pretrain: str = field(default="none", metadata={"help": 'self-supervised pretraining of the encoder on the training images (and --unlabelled folders) before training: "simclr", "restore" or "none"; or "imagenet": efficientnet_lite0 or _lite2 starts from ImageNet weights'})
     pretrain_epochs: int = field(default=100, metadata={"help": "pretraining epochs (passes over the unlabelled images)"})

@@ -187,6 +187,8 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     model = build(config.model, input_shape=tr.x.shape[1:], num_classes=n_classes, **config.model_options)
     if init is not None:
         load_into(model, init)
+    if config.freeze_batch_norm and init is not None:  # random weights have no statistics to keep
+        freeze_batch_norm(model)
     steps, epochs = steps_per_epoch(len(tr.x), config), epochs_for(len(tr.x), config)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * epochs,
                                                       alpha=0.01)
@@ -247,6 +249,16 @@ def train(data: TrainingData, config: TrainConfig, *, log_path: str | Path | Non
     else:
         best = (log[-1]["val_auc"], len(log), None)
     return TrainResult(model, log, best[1], time.perf_counter() - t_start)
+
+
+def freeze_batch_norm(model: "keras.Model") -> None:
+    """Keeps ``model``'s batch normalisation in inference mode while it trains (a Keras layer that is not
+    trainable normalises with its moving statistics). Fine-tuned on a few hundred images, the layers otherwise
+    learn their statistics and scales from batches of 32 augmented images; frozen, they keep those of the
+    weights the model starts from."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def with_finding_head(model: "keras.Model") -> tuple["keras.Model", tuple[int, int]]:
